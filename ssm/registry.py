@@ -1,0 +1,31 @@
+"""`make_core(name, **cfg)`: build any registered recurrent core by name."""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Callable
+
+from ssm.core import RecurrentCore
+from ssm.rnn import GRUCore, LSTMCore
+from ssm.s5 import S5Core
+
+CORES: dict[str, Callable[..., RecurrentCore]] = {
+    "s5": S5Core,
+    "gru": GRUCore,
+    "lstm": LSTMCore,
+}
+
+
+def make_core(name: str, **cfg) -> RecurrentCore:
+    """The core registered as `name`, configured by `cfg` (the core's dataclass fields)."""
+    if name not in CORES:
+        close = difflib.get_close_matches(name, CORES, n=3)
+        hint = f" Did you mean {close}?" if close else ""
+        raise ValueError(f"unknown core {name!r}; known cores: {sorted(CORES)}.{hint}")
+    cls = CORES[name]
+    fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
+    unknown = sorted(set(cfg) - fields)
+    if unknown:
+        raise ValueError(f"core {name!r} has no option(s) {unknown}; accepted: {sorted(fields)}")
+    return cls(**cfg)

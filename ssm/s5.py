@@ -1,0 +1,225 @@
+"""S5: simplified state-space layers (Smith, Warrington, Linderman, ICLR 2023), resettable.
+
+One multi-input multi-output diagonal SSM per layer, in the eigenbasis of HiPPO-N:
+
+  h_t = Lambda_bar * h_{t-1} + B_bar u_t,   y_t = Re(C h_t) (2 Re(...) with conjugate symmetry) + D * u_t
+
+with Lambda from HiPPO-N (block-diagonal with J blocks), B_tilde = V^-1 B and C_tilde = C V, a learnable log
+time step per state in [log dt_min, log dt_max], and ZOH or bilinear discretisation. The recurrence runs
+through `reset_scan`, so episode boundaries anywhere in a sequence zero the state.
+
+Deviation from the paper's sequence models: the block uses LayerNorm (not BatchNorm), because batch
+statistics across time would leak information across episode resets in RL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ssm.core import RecurrentCore, check_carry_batch, check_sequence
+from ssm.hippo import hippo_normal_eig
+from ssm.scan import reset_scan
+
+DISCRETIZATIONS = ("zoh", "bilinear")
+C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
+ACTIVATIONS = ("gelu", "full_glu", "half_glu1", "half_glu2")
+
+
+def _choice(value, accepted, what):
+    if value not in accepted:
+        raise ValueError(f"unknown {what} {value!r}; accepted: {accepted}")
+
+
+def s5_eigenbasis(state_size: int, blocks: int, conj_sym: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Block-diagonal HiPPO-N initialisation.
+
+    Returns Lambda `[P']` and V `[P, P']` (P' = P/2 with conjugate symmetry, else P) such that the
+    block-diagonal HiPPO-N matrix restricted to the kept modes is V diag(Lambda) V^H.
+    """
+    if state_size % blocks:
+        raise ValueError(f"S5: state_size {state_size} is not divisible by blocks {blocks}")
+    size = state_size // blocks
+    if conj_sym and size % 2:
+        raise ValueError(f"S5: conjugate symmetry needs an even block size, got state_size/blocks = {size}")
+    lam, v = hippo_normal_eig(size)
+    keep = size // 2 if conj_sym else size
+    lam, v = lam[:keep], v[:, :keep]
+    lam_all = np.tile(lam, blocks)
+    v_all = np.zeros((state_size, keep * blocks), np.complex128)
+    for j in range(blocks):
+        v_all[j * size : (j + 1) * size, j * keep : (j + 1) * keep] = v
+    return lam_all, v_all
+
+
+def discretize(lam, b_tilde, step, method: str):
+    """Discretise diag(Lambda) `[P']`, B_tilde `[P', H]` with time steps `[P']`: returns Lambda_bar, B_bar."""
+    if method == "zoh":
+        lam_bar = jnp.exp(lam * step)
+        return lam_bar, ((lam_bar - 1.0) / lam)[:, None] * b_tilde
+    _choice(method, DISCRETIZATIONS, "discretization")
+    inv = 1.0 / (1.0 - 0.5 * step * lam)
+    return inv * (1.0 + 0.5 * step * lam), (inv * step)[:, None] * b_tilde
+
+
+class S5SSM(nn.Module):
+    """One S5 SSM: u `[T, *batch, H]` -> y `[T, *batch, H]`, state `[*batch, P']` complex64."""
+
+    d_model: int
+    state_size: int = 64
+    blocks: int = 1
+    conj_sym: bool = True
+    discretization: str = "zoh"
+    c_init: str = "lecun_normal"
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    clip_eigs: bool = False
+    step_rescale: float = 1.0
+    scan_method: str = "auto"
+
+    @property
+    def num_modes(self) -> int:
+        return self.state_size // 2 if self.conj_sym else self.state_size
+
+    @nn.nowrap
+    def initialize_carry(self, batch_shape: Sequence[int]):
+        return jnp.zeros((*batch_shape, self.num_modes), jnp.complex64)
+
+    def setup(self):
+        _choice(self.discretization, DISCRETIZATIONS, "discretization")
+        _choice(self.c_init, C_INITS, "c_init")
+        if not 0 < self.dt_min <= self.dt_max:
+            raise ValueError(f"S5: need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
+        lam, v = s5_eigenbasis(self.state_size, self.blocks, self.conj_sym)
+        v = jnp.asarray(v, jnp.complex64)
+        self.lambda_re = self.param("lambda_re", lambda _: jnp.asarray(lam.real, jnp.float32))
+        self.lambda_im = self.param("lambda_im", lambda _: jnp.asarray(lam.imag, jnp.float32))
+
+        def init_b(key):
+            b = nn.initializers.lecun_normal()(key, (self.state_size, self.d_model))
+            b_tilde = v.conj().T @ b
+            return jnp.stack([b_tilde.real, b_tilde.imag], -1)
+
+        def init_c(key):
+            h, p = self.d_model, self.state_size
+            if self.c_init == "complex_normal":
+                return nn.initializers.normal(stddev=0.5**0.5)(key, (h, self.num_modes, 2))
+            if self.c_init == "lecun_normal":
+                c = nn.initializers.lecun_normal(in_axis=1, out_axis=0, batch_axis=(2,))(key, (h, p, 2))
+            else:
+                c = jax.random.truncated_normal(key, -2.0, 2.0, (h, p, 2))
+            c_tilde = (c[..., 0] + 1j * c[..., 1]) @ v
+            return jnp.stack([c_tilde.real, c_tilde.imag], -1)
+
+        def init_log_step(key):
+            lo, hi = np.log(self.dt_min), np.log(self.dt_max)
+            return jax.random.uniform(key, (self.num_modes,), minval=lo, maxval=hi)
+
+        self.b = self.param("B", init_b)
+        self.c = self.param("C", init_c)
+        self.d = self.param("D", nn.initializers.normal(stddev=1.0), (self.d_model,))
+        self.log_step = self.param("log_step", init_log_step)
+
+    def discrete_system(self):
+        """Lambda_bar `[P']` and B_bar `[P', H]` (complex64) from the current parameters."""
+        lam_re = jnp.minimum(self.lambda_re, -1e-4) if self.clip_eigs else self.lambda_re
+        lam = lam_re + 1j * self.lambda_im
+        b_tilde = self.b[..., 0] + 1j * self.b[..., 1]
+        step = self.step_rescale * jnp.exp(self.log_step)
+        return discretize(lam, b_tilde, step, self.discretization)
+
+    def __call__(self, h0, u, resets):
+        lam_bar, b_bar = self.discrete_system()
+        bu = u @ b_bar.real.T + 1j * (u @ b_bar.imag.T)  # [T, *batch, P']
+        h = reset_scan(lam_bar, bu, resets, h0, method=self.scan_method)
+        c = self.c[..., 0] + 1j * self.c[..., 1]
+        y = h.real @ c.real.T - h.imag @ c.imag.T
+        if self.conj_sym:
+            y = 2.0 * y
+        return h[-1], y + self.d * u
+
+
+class S5Block(nn.Module):
+    """Norm -> S5 -> activation (GELU or a GLU variant) -> dropout -> residual, as in the S5 paper."""
+
+    ssm: S5SSM
+    activation: str = "half_glu1"
+    prenorm: bool = True
+    dropout: float = 0.0
+
+    @nn.compact
+    def __call__(self, h0, x, resets, deterministic: bool = True):
+        _choice(self.activation, ACTIVATIONS, "activation")
+        drop = nn.Dropout(self.dropout, deterministic=deterministic)
+        skip = x
+        norm = nn.LayerNorm()
+        if self.prenorm:
+            x = norm(x)
+        h, x = self.ssm(h0, x, resets)
+        width = x.shape[-1]
+        gelu = drop(nn.gelu(x))
+        if self.activation == "gelu":
+            x = gelu
+        elif self.activation == "full_glu":
+            x = drop(nn.Dense(width)(gelu) * jax.nn.sigmoid(nn.Dense(width)(gelu)))
+        elif self.activation == "half_glu1":
+            x = drop(gelu * jax.nn.sigmoid(nn.Dense(width)(gelu)))
+        else:  # half_glu2: GELU only on the gate's input
+            x = drop(x * jax.nn.sigmoid(nn.Dense(width)(gelu)))
+        x = skip + x
+        if not self.prenorm:
+            x = norm(x)
+        return h, x
+
+
+class S5Core(RecurrentCore):
+    """Stacked S5: x `[T, *batch, D]` -> Dense(d_model) -> n_layers S5 blocks -> y `[T, *batch, d_model]`.
+
+    Carry: a tuple of n_layers complex64 states `[*batch, P']`.
+    """
+
+    d_model: int = 64
+    n_layers: int = 2
+    state_size: int = 64
+    blocks: int = 1
+    conj_sym: bool = True
+    discretization: str = "zoh"
+    c_init: str = "lecun_normal"
+    dt_min: float = 0.001
+    dt_max: float = 0.1
+    clip_eigs: bool = False
+    activation: str = "half_glu1"
+    prenorm: bool = True
+    dropout: float = 0.0
+    scan_method: str = "auto"
+    dtype: Any = jnp.float32
+
+    def _ssm(self) -> S5SSM:
+        """An unbound S5SSM with this core's settings (adopted by the block it is passed to)."""
+        return S5SSM(
+            self.d_model, self.state_size, self.blocks, self.conj_sym, self.discretization, self.c_init,
+            self.dt_min, self.dt_max, self.clip_eigs, scan_method=self.scan_method, parent=None,
+        )
+
+    @nn.nowrap
+    def initialize_carry(self, batch_shape: Sequence[int]):
+        return tuple(self._ssm().initialize_carry(batch_shape) for _ in range(self.n_layers))
+
+    @nn.compact
+    def __call__(self, carry, x, resets=None, deterministic: bool = True):
+        resets = check_sequence(x, resets, "S5Core")
+        if len(carry) != self.n_layers:
+            raise ValueError(f"S5Core: carry has {len(carry)} layers, the core has n_layers={self.n_layers}")
+        check_carry_batch(carry[0], x.shape[1:-1], "S5Core")
+        x = nn.Dense(self.d_model, name="encoder")(x.astype(self.dtype))
+        new_carry = []
+        for i, h0 in enumerate(carry):
+            block = S5Block(self._ssm(), self.activation, self.prenorm, self.dropout, name=f"block_{i}")
+            h, x = block(h0, x, resets, deterministic=deterministic)
+            new_carry.append(h)
+        return tuple(new_carry), x

@@ -1,0 +1,194 @@
+"""Resettable linear recurrence h_t = a_t * h_{t-1} + b_t, computed over time in parallel.
+
+A reset at step t makes h_t forget h_{t-1}; it is folded into the decay, a_t <- a_t * (1 - reset_t), so the
+scan needs no third element. All methods agree with the sequential reference to float rounding.
+
+Shapes: `b` is `[T, ...]`; `a` broadcasts against `b` (a per-state decay `[P]`, `[T, 1, P]`, or full);
+`resets` is `[T, *lead]` with `lead` a prefix of `b.shape[1:]` (e.g. `[T, B]` for `b` of `[T, B, P]`);
+`h0` broadcasts against `b.shape[1:]`. Returns every state `h` of shape `b.shape`; `h[-1]` is the carry.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+METHODS = ("sequential", "associative", "chunked", "chunked_assoc_inside", "associative_flag", "auto")
+DEFAULT_CHUNK = 64
+
+
+def _binary_op(left, right):
+    """Compose two affine maps h -> a h + b (left applied first). Associative."""
+    a_l, b_l = left
+    a_r, b_r = right
+    return a_r * a_l, a_r * b_l + b_r
+
+
+def _binary_op_with_flag(left, right):
+    """The common three-element operator that carries the reset flag instead of folding it into `a`."""
+    a_l, b_l, r_l = left
+    a_r, b_r, r_r = right
+    keep = jnp.logical_not(r_r)
+    a = jnp.where(keep, a_r * a_l, a_r)
+    b = jnp.where(keep, a_r * b_l + b_r, b_r)
+    return a, b, jnp.logical_or(r_l, r_r)
+
+
+def _check(a, b, resets, h0):
+    a, b = jnp.asarray(a), jnp.asarray(b)
+    if b.ndim < 1:
+        raise ValueError(f"reset_scan: b must have a leading time axis [T, ...], got shape {b.shape}")
+    for name, x in (("a", a), ("b", b)):
+        if not jnp.issubdtype(x.dtype, jnp.inexact):
+            raise TypeError(f"reset_scan: {name} must be a float or complex array, got dtype {x.dtype}")
+    if jnp.issubdtype(a.dtype, jnp.complexfloating) and not jnp.issubdtype(b.dtype, jnp.complexfloating):
+        raise TypeError(
+            f"reset_scan: complex a ({a.dtype}) with real b ({b.dtype}); make b complex (e.g. b.astype({a.dtype}))"
+        )
+    if jnp.finfo(a.dtype).bits != jnp.finfo(b.dtype).bits:
+        raise TypeError(f"reset_scan: a and b differ in precision: a is {a.dtype}, b is {b.dtype}")
+    try:
+        shape = jnp.broadcast_shapes(a.shape, b.shape)
+    except ValueError:
+        raise ValueError(f"reset_scan: a of shape {a.shape} does not broadcast against b of shape {b.shape}") from None
+    if shape != b.shape:
+        raise ValueError(f"reset_scan: a of shape {a.shape} would enlarge b of shape {b.shape}; a must broadcast to b")
+    if resets is not None:
+        resets = jnp.asarray(resets)
+        if resets.ndim > b.ndim or resets.shape != b.shape[: resets.ndim] or resets.ndim == 0:
+            raise ValueError(
+                f"reset_scan: resets of shape {resets.shape} must be a prefix [T, ...] of b's shape {b.shape}"
+            )
+        resets = resets.reshape(resets.shape + (1,) * (b.ndim - resets.ndim)).astype(bool)
+    if h0 is not None:
+        h0 = jnp.asarray(h0)
+        try:
+            ok = jnp.broadcast_shapes(h0.shape, b.shape[1:]) == b.shape[1:]
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"reset_scan: h0 of shape {h0.shape} does not broadcast to the state shape {b.shape[1:]}")
+    return a, b, resets, h0
+
+
+def _fold(a, b, resets, h0):
+    """Fold resets into a and the initial state into b[0]; returns full-shape (a, b)."""
+    dtype = jnp.result_type(a, b)
+    a = jnp.broadcast_to(a, b.shape).astype(dtype)
+    b = b.astype(dtype)
+    if resets is not None:
+        a = jnp.where(resets, jnp.zeros((), dtype), a)
+    if h0 is not None:
+        b = b.at[0].add(a[0] * h0.astype(dtype))
+    return a, b
+
+
+def _sequential(a, b):
+    def step(h, ab):
+        a_t, b_t = ab
+        h = a_t * h + b_t
+        return h, h
+
+    _, h = jax.lax.scan(step, jnp.zeros_like(b[0]), (a, b))
+    return h
+
+
+def _associative(a, b):
+    return jax.lax.associative_scan(_binary_op, (a, b))[1]
+
+
+def _pad_to_chunks(a, b, chunk):
+    """Pad time with identity steps (a=1, b=0) to a multiple of `chunk`; returns (a, b, chunk, n_chunks)."""
+    chunk = max(1, min(chunk, b.shape[0]))
+    pad = -b.shape[0] % chunk
+    if pad:
+        widths = [(0, pad)] + [(0, 0)] * (b.ndim - 1)
+        a = jnp.pad(a, widths, constant_values=1)
+        b = jnp.pad(b, widths)
+    return a, b, chunk, a.shape[0] // chunk
+
+
+def _chunked_assoc_inside(a, b, chunk):
+    """Associative scan inside chunks of `chunk` steps, sequential across chunks."""
+    steps = b.shape[0]
+    a, b, chunk, n = _pad_to_chunks(a, b, chunk)
+
+    def step(h, ab):
+        a_cum, h_local = jax.lax.associative_scan(_binary_op, ab)
+        h = h_local + a_cum * h
+        return h[-1], h
+
+    split = lambda x: x.reshape((n, chunk) + x.shape[1:])
+    _, h = jax.lax.scan(step, jnp.zeros_like(b[0]), (split(a), split(b)))
+    return h.reshape(b.shape)[:steps]
+
+
+def _chunked(a, b, chunk):
+    """Sequential scan inside chunks of `chunk` steps (all chunks at once), associative across chunks."""
+    steps = b.shape[0]
+    a, b, chunk, n = _pad_to_chunks(a, b, chunk)
+    a_c = jnp.swapaxes(a.reshape((n, chunk) + a.shape[1:]), 0, 1)  # [C, n, ...]
+    b_c = jnp.swapaxes(b.reshape((n, chunk) + b.shape[1:]), 0, 1)
+
+    def step(carry, ab):
+        a_prod, h = carry
+        a_t, b_t = ab
+        a_prod, h = a_t * a_prod, a_t * h + b_t
+        return (a_prod, h), (a_prod, h)
+
+    init = (jnp.ones_like(b_c[0]), jnp.zeros_like(b_c[0]))
+    _, (a_cum, h_local) = jax.lax.scan(step, init, (a_c, b_c))  # [C, n, ...], zero-state chunk solutions
+    # State entering each chunk: scan the chunk totals (affine maps) across chunks, shift by one.
+    h_end = jax.lax.associative_scan(_binary_op, (a_cum[-1], h_local[-1]))[1]  # [n, ...]
+    h_in = jnp.concatenate([jnp.zeros_like(h_end[:1]), h_end[:-1]], axis=0)
+    h = h_local + a_cum * h_in[None]
+    h = jnp.swapaxes(h, 0, 1).reshape((n * chunk,) + b.shape[1:])
+    return h[:steps]
+
+
+def _associative_flag(a, b, resets, h0):
+    dtype = jnp.result_type(a, b)
+    a = jnp.broadcast_to(a, b.shape).astype(dtype)
+    b = b.astype(dtype)
+    if h0 is not None:
+        keep0 = jnp.ones((), bool) if resets is None else jnp.logical_not(resets[0])
+        b = b.at[0].add(jnp.where(keep0, a[0] * h0.astype(dtype), 0))
+    flags = jnp.zeros(b.shape, bool) if resets is None else jnp.broadcast_to(resets, b.shape)
+    return jax.lax.associative_scan(_binary_op_with_flag, (a, b, flags))[1]
+
+
+def auto_method() -> str:
+    """The fastest XLA method for the default backend (measured; see docs/benchmarks.md)."""
+    return "sequential" if jax.default_backend() == "cpu" else "associative"
+
+
+def reset_scan(a, b, resets=None, h0=None, method: str = "auto", chunk_size: int = DEFAULT_CHUNK):
+    """All states of h_t = a_t * (1 - reset_t) * h_{t-1} + b_t, with h_{-1} = h0 (zeros when None).
+
+    Args:
+      a: decay, broadcastable to `b` (e.g. `[P]`, `[T, B, 1]` or `[T, B, P]`); real or complex.
+      b: input `[T, ...]`.
+      resets: optional bool `[T, *lead]`, a prefix of `b`'s shape; True at t means h_t ignores h_{t-1}.
+      h0: optional carry from the previous call, broadcastable to `b.shape[1:]`.
+      method: one of `METHODS`; "auto" picks the fastest for the backend.
+      chunk_size: chunk length C for method "chunked".
+    Returns:
+      `h` of shape `b.shape`, dtype `result_type(a, b)`.
+    """
+    if method not in METHODS:
+        raise ValueError(f"reset_scan: unknown method {method!r}; choose one of {METHODS}")
+    if chunk_size < 1:
+        raise ValueError(f"reset_scan: chunk_size must be >= 1, got {chunk_size}")
+    a, b, resets, h0 = _check(a, b, resets, h0)
+    if method == "auto":
+        method = auto_method()
+    if method == "associative_flag":
+        return _associative_flag(a, b, resets, h0)
+    a, b = _fold(a, b, resets, h0)
+    if method == "sequential":
+        return _sequential(a, b)
+    if method == "associative":
+        return _associative(a, b)
+    if method == "chunked_assoc_inside":
+        return _chunked_assoc_inside(a, b, chunk_size)
+    return _chunked(a, b, chunk_size)
