@@ -7,13 +7,23 @@ import difflib
 from collections.abc import Callable
 
 from ssm.core import RecurrentCore
+from ssm.lru import LRUCore
+from ssm.mamba import MambaCore
+from ssm.mamba2 import Mamba2Core
 from ssm.rnn import GRUCore, LSTMCore
+from ssm.s4 import S4Core
+from ssm.s4d import S4DCore
 from ssm.s5 import S5Core
 
 CORES: dict[str, Callable[..., RecurrentCore]] = {
     "s5": S5Core,
+    "s4": S4Core,
+    "s4d": S4DCore,
     "gru": GRUCore,
     "lstm": LSTMCore,
+    "mamba": MambaCore,
+    "mamba2": Mamba2Core,
+    "lru": LRUCore,
 }
 
 

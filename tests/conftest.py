@@ -1,6 +1,9 @@
-"""Test-wide settings: a small, deterministic hypothesis profile (jit compiles make examples costly)."""
+"""Test-wide settings: full float32 matmuls (no TF32 on GPU) and a small, deterministic hypothesis profile."""
 
+import jax
 from hypothesis import HealthCheck, settings
+
+jax.config.update("jax_default_matmul_precision", "highest")
 
 settings.register_profile(
     "ssmrl", max_examples=15, deadline=None, derandomize=True,

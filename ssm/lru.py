@@ -1,0 +1,115 @@
+"""LRU: the Linear Recurrent Unit (Orvieto et al., ICML 2023, "Resurrecting Recurrent Neural Networks for Long
+Sequences"), resettable.
+
+One LRU layer with N complex states over u `[T, *batch, H]`:
+
+  lambda = exp(-exp(nu_log) + i exp(theta_log))          (diagonal, stable by construction)
+  h_t = lambda * h_{t-1} + exp(gamma_log) * (B u_t),     y_t = Re(C h_t) + D * u_t
+
+with complex B `[N, H]`, C `[H, N]` and real D `[H]`, as in the paper. Initialisation: lambda uniform on the
+ring r_min <= |lambda| <= r_max (|lambda|^2 uniform in [r_min^2, r_max^2]) with phase uniform in
+[0, max_phase]; gamma_log = log sqrt(1 - |lambda|^2); B ~ N(0, 1/(2H)) and C ~ N(0, 1/N) per real and imaginary
+part; D ~ N(0, 1). The recurrence runs through `reset_scan`.
+
+The block is S5's (`ssm.s5.S5Block`: norm, LRU, GELU + GLU, dropout, residual), the architecture of the LRU
+paper. Deviation: LayerNorm instead of BatchNorm, because batch statistics would leak across episode resets.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from ssm.s5 import S5Block
+from ssm.scan import reset_scan
+from ssm.stack import StackedCore
+
+
+def ring_nu_log(key, state_size: int, r_min: float, r_max: float):
+    """nu_log `[N]` with |lambda| = exp(-exp(nu_log)) and |lambda|^2 uniform in [r_min^2, r_max^2]."""
+    u = jax.random.uniform(key, (state_size,))
+    return jnp.log(-0.5 * jnp.log(u * (r_max**2 - r_min**2) + r_min**2))
+
+
+def ring_theta_log(key, state_size: int, max_phase: float):
+    """theta_log `[N]` with the phase exp(theta_log) uniform in [0, max_phase]."""
+    return jnp.log(max_phase * jax.random.uniform(key, (state_size,)))
+
+
+def lru_eigenvalues(nu_log, theta_log):
+    """lambda = exp(-exp(nu_log) + i exp(theta_log)), complex64."""
+    return jnp.exp(-jnp.exp(nu_log) + 1j * jnp.exp(theta_log)).astype(jnp.complex64)
+
+
+class LRULayer(nn.Module):
+    """One LRU: u `[T, *batch, H]` -> y `[T, *batch, H]`, state `[*batch, N]` complex64."""
+
+    d_model: int
+    state_size: int = 64
+    r_min: float = 0.0
+    r_max: float = 1.0
+    max_phase: float = 2 * math.pi
+    scan_method: str = "auto"
+
+    @nn.nowrap
+    def _check(self):
+        if not 0 <= self.r_min < self.r_max <= 1 or self.max_phase <= 0:
+            raise ValueError(
+                f"LRU: need 0 <= r_min < r_max <= 1 and max_phase > 0, got r_min={self.r_min}, r_max={self.r_max}, "
+                f"max_phase={self.max_phase}"
+            )
+
+    @nn.nowrap
+    def initialize_carry(self, batch_shape: Sequence[int]):
+        self._check()
+        return jnp.zeros((*batch_shape, self.state_size), jnp.complex64)
+
+    @nn.compact
+    def __call__(self, h0, u, resets):
+        """h0 `[*batch, N]`, u `[T, *batch, H]`, resets `[T, *batch]` -> (h_T, y `[T, *batch, H]`)."""
+        self._check()
+        n, width = self.state_size, self.d_model
+        nu_log = self.param("nu_log", lambda key: ring_nu_log(key, n, self.r_min, self.r_max))
+        theta_log = self.param("theta_log", lambda key: ring_theta_log(key, n, self.max_phase))
+        lam = lru_eigenvalues(nu_log, theta_log)
+        gamma_log = self.param("gamma_log", lambda _: jnp.log(jnp.sqrt(1.0 - jnp.abs(lam) ** 2)))
+        normal = lambda std: nn.initializers.normal(stddev=std)
+        b_re = self.param("B_re", normal((2 * width) ** -0.5), (n, width))
+        b_im = self.param("B_im", normal((2 * width) ** -0.5), (n, width))
+        c_re = self.param("C_re", normal(n**-0.5), (width, n))
+        c_im = self.param("C_im", normal(n**-0.5), (width, n))
+        d = self.param("D", normal(1.0), (width,))
+        gamma = jnp.exp(gamma_log)
+        bu = gamma * (u @ b_re.T + 1j * (u @ b_im.T))  # [T, *batch, N]
+        h = reset_scan(lam, bu.astype(jnp.complex64), resets, h0, method=self.scan_method)
+        y = h.real @ c_re.T - h.imag @ c_im.T + d * u
+        return h[-1], y
+
+
+class LRUCore(StackedCore):
+    """Stacked LRU: x `[T, *batch, D]` -> Dense(d_model) -> n_layers S5-style blocks around an LRU.
+
+    Carry: a tuple of n_layers complex64 states `[*batch, N]`.
+    """
+
+    state_size: int = 64
+    r_min: float = 0.0
+    r_max: float = 1.0
+    max_phase: float = 2 * math.pi
+    activation: str = "full_glu"
+    prenorm: bool = True
+    dropout: float = 0.0
+    scan_method: str = "auto"
+
+    @nn.nowrap
+    def layer(self) -> LRULayer:
+        return LRULayer(self.d_model, self.state_size, self.r_min, self.r_max, self.max_phase, self.scan_method,
+                        parent=None)
+
+    @nn.nowrap
+    def block(self, index: int) -> S5Block:
+        return S5Block(self.layer(), self.activation, self.prenorm, self.dropout, name=f"block_{index}")
