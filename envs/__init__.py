@@ -1,0 +1,11 @@
+"""Environments with gymnax's API: POPGym, gymnax, brax and jaxmarl behind one ``make``.
+
+``env, params = envs.make(name, **kwargs)``; ``envs.registered_names()`` lists every name. Wrappers
+(logging, previous action/reward, normalisation, vectorisation, time limits) are in
+``envs.wrappers``; the in-context RL tasks of Lu et al. 2023 are in ``envs.meta``.
+"""
+
+from envs import meta, wrappers
+from envs.registry import make, register, registered_names
+
+__all__ = ["make", "meta", "register", "registered_names", "wrappers"]

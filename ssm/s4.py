@@ -15,8 +15,9 @@ Cauchy sum over the diagonal plus a Woodbury correction for the rank-one term (O
 FFT; y = K * u by FFT. The paper folds (I - A_bar^L) into C tilde = C (I - A_bar^L); it commutes with the
 resolvent, so it is applied to B_bar here instead, which lets the final state Sum_j A_bar^j B_bar u_{L-1-j}
 reuse the same resolvents (by Parseval). A nonzero carry's response C A_bar^(t+1) h0 and A_bar^L h0 are added
-in the same way. A_bar^L comes from repeated squaring of the dense A_bar (as the reference implementation
-does). The parameter is C itself, not C tilde, because C tilde depends on the sequence length L, which
+in the same way. A_bar^L and I - A_bar^L = (I - A_bar) Sum_{j<L} A_bar^j come from binary doubling of the dense A_bar
+(the reference implementation also squares it); the second form avoids cancellation when dt L is small.
+The parameter is C itself, not C tilde, because C tilde depends on the sequence length L, which
 varies from call to call in RL.
 
 Recurrent mode (resets inside the sequence, or T = 1): x_t = (1 - r_t) A_bar x_{t-1} + B_bar u_t, stepped
@@ -70,17 +71,22 @@ def real_inner(u, x):
 
 @chex.dataclass(frozen=True)
 class DPLRSystem:
-    """Discretised S4 SSMs, all `[H, N']` complex: A_bar x = d x + v <q, x>, B_bar = b, y = 2 Re(c x)."""
+    """Discretised S4 SSMs, all `[H, N']` complex: A_bar x = d x + v <q, x>, B_bar = b, y = 2 Re(c x).
+
+    gap = 1 - d, computed without cancellation (d is within ~dt of 1 for small time steps dt).
+    """
 
     d: chex.Array
+    gap: chex.Array
     v: chex.Array
     q: chex.Array
     b: chex.Array
     c: chex.Array
 
-    def step_matrix(self):
-        """Dense A_bar `[H, 2N', 2N']` in full coordinates."""
-        return jax.vmap(jnp.diag)(full(self.d)) + full(self.v)[:, :, None] * jnp.conj(full(self.q))[:, None, :]
+    def dense(self, diagonal, sign: float):
+        """Dense diag(diagonal) + sign v q^* `[H, 2N', 2N']` in full coordinates (A_bar: d, +1; I - A_bar: gap, -1)."""
+        outer = full(self.v)[:, :, None] * jnp.conj(full(self.q))[:, None, :]
+        return jax.vmap(jnp.diag)(full(diagonal)) + sign * outer
 
 
 def discretize_dplr(lam, p, b, c, step) -> DPLRSystem:
@@ -92,7 +98,18 @@ def discretize_dplr(lam, p, b, c, step) -> DPLRSystem:
     v = -half * e * p / den
     q = (1.0 + jnp.conj(d)) * p
     b_bar = step[:, None] * e * (b - half * p * real_inner(p, e * b) / den)
-    return DPLRSystem(d=d, v=v, q=q, b=b_bar, c=c)
+    return DPLRSystem(d=d, gap=-2.0 * half * lam * e, v=v, q=q, b=b_bar, c=c)
+
+
+def power_and_sum(a, n: int):
+    """A^n and Sum_{j<n} A^j for square matrices a `[..., M, M]` and static n >= 1, by binary doubling."""
+    eye = jnp.broadcast_to(jnp.eye(a.shape[-1], dtype=a.dtype), a.shape)
+    power, total = a, eye
+    for bit in bin(n)[3:]:
+        power, total = power @ power, total + power @ total
+        if bit == "1":
+            power, total = a @ power, eye + a @ total
+    return power, total
 
 
 def dplr_recurrence(system: DPLRSystem, u, resets, h0):
@@ -112,15 +129,16 @@ def dplr_recurrence(system: DPLRSystem, u, resets, h0):
 def dplr_convolution(system: DPLRSystem, u, h0):
     """Convolution mode (no resets): u `[T, *batch, H]`, h0 `[*batch, H, N']` -> (h_T, y `[T, *batch, H]`)."""
     steps, modes = u.shape[0], system.d.shape[-1]
-    a_bar = system.step_matrix()
-    a_pow = jnp.linalg.matrix_power(a_bar, steps)  # A_bar^L [H, N, N]
+    a_bar = system.dense(system.d, 1.0)
+    a_pow, a_sum = power_and_sum(a_bar, steps)  # A_bar^L, Sum_{j<L} A_bar^j [H, N, N]
+    # I - A_bar^L = (I - A_bar) Sum_{j<L} A_bar^j: no cancellation when A_bar^L is close to I.
+    a_gen = jnp.einsum("hij,hjk->hik", system.dense(system.gap, -1.0), a_sum)
     matvec = lambda m, x: jnp.einsum("hij,...hj->...hi", m, x)
-    b_f = full(system.b)
-    b_gen = b_f - matvec(a_pow, b_f)  # (I - A_bar^L) B_bar
+    b_gen = matvec(a_gen, full(system.b))  # (I - A_bar^L) B_bar
 
     # Resolvent (I - z A_bar)^-1 w = r w + gain r v (q^* r w) at z = exp(-2 pi i k / L), k = 0..L/2.
     z = jnp.exp(-2j * jnp.pi * jnp.arange(steps // 2 + 1) / steps)[:, None]  # [F, 1]
-    r = 1.0 / (1.0 - z * full(system.d)[:, None, :])  # [H, F, N] Cauchy terms
+    r = 1.0 / (1.0 - z + z * full(system.gap)[:, None, :])  # [H, F, N] Cauchy terms 1 / (1 - z d)
     qr = jnp.conj(full(system.q))[:, None, :] * r
     rv = r * full(system.v)[:, None, :]
     gain = z / (1.0 - z * jnp.sum(qr * full(system.v)[:, None, :], -1, keepdims=True))  # [H, F, 1]
@@ -130,8 +148,7 @@ def dplr_convolution(system: DPLRSystem, u, h0):
 
     # Carry: y_t += C A_bar^(t+1) h0, generating function C (I - z A_bar)^-1 (I - A_bar^L) A_bar h0.
     h0_f = full(h0)
-    a_h0 = matvec(a_bar, h0_f)
-    w = a_h0 - matvec(a_pow, a_h0)  # [*batch, H, N]
+    w = matvec(a_gen, matvec(a_bar, h0_f))  # [*batch, H, N]
     cauchy = lambda m: jnp.einsum("hfn,...hn->...hf", m, w)
     y_h0_hat = cauchy(c_f * r) + gain[..., 0] * jnp.sum(c_f * rv, -1) * cauchy(qr)
     y_h0 = jnp.moveaxis(jnp.fft.irfft(y_h0_hat, n=steps, axis=-1), -1, 0)

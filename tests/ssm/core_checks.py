@@ -7,6 +7,16 @@ import jax.numpy as jnp
 import numpy as np
 
 
+class JittedCore:
+    """A core whose `init` and `apply` are jitted: one compile per shape instead of one per eager op."""
+
+    def __init__(self, core):
+        self.core = core
+        self.initialize_carry = core.initialize_carry
+        self.init = jax.jit(core.init)
+        self.apply = jax.jit(core.apply)
+
+
 def random_sequence(key, steps: int, batch: int, dim: int, reset_prob: float = 0.2):
     """x `[T, B, D]` float32 and resets `[T, B]` bool (reset at t=0 for half the batch)."""
     kx, kr = jax.random.split(key)

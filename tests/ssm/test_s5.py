@@ -8,14 +8,14 @@ import pytest
 from ssm import GRUCore, LSTMCore, S5Core, make_core
 from ssm.hippo import hippo_legs, hippo_legs_nplr, hippo_normal_eig
 from ssm.s5 import S5SSM, discretize, s5_eigenbasis
-from tests.ssm.core_checks import assert_carry_stable, assert_modes_agree, assert_reset_isolation
+from tests.ssm.core_checks import JittedCore, assert_carry_stable, assert_modes_agree, assert_reset_isolation
 
 SMALL_S5 = dict(d_model=8, n_layers=2, state_size=8)
 CORES = {
-    "s5": S5Core(**SMALL_S5),
-    "s5-bilinear-glu": S5Core(**SMALL_S5, blocks=2, discretization="bilinear", activation="full_glu"),
-    "gru": GRUCore(8),
-    "lstm": LSTMCore(8),
+    "s5": JittedCore(S5Core(**SMALL_S5)),
+    "s5-bilinear-glu": JittedCore(S5Core(**SMALL_S5, blocks=2, discretization="bilinear", activation="full_glu")),
+    "gru": JittedCore(GRUCore(8)),
+    "lstm": JittedCore(LSTMCore(8)),
 }
 
 

@@ -1,0 +1,164 @@
+"""The name -> env registry behind :func:`envs.make`.
+
+Families register lazily, the first time a name of theirs is asked for (brax and jaxmarl are slow to
+import): POPGym (``"RepeatPrevious-Easy"`` and POPGym's / popjaxrl's aliases), gymnax (its own names,
+also as ``"gymnax/<name>"``), brax (``"brax/<name>"``) and jaxmarl (``"jaxmarl/<name>"``).
+"""
+
+import dataclasses
+import difflib
+import inspect
+from collections.abc import Callable, Iterable, Mapping
+from functools import partial
+from typing import Any
+
+Factory = Callable[..., tuple[Any, Any]]
+"""``factory(**kwargs) -> (env, params)``."""
+
+_FACTORIES: dict[str, Factory] = {}
+_ALIASES: dict[str, str] = {}
+_LOADED: set[str] = set()
+_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
+
+
+def _load_popgym() -> None:
+    from envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
+
+    for name, build in POPGYM_ENVS.items():
+        _add(name, _with_default_params(build))
+    for alias, name in POPGYM_ALIASES.items():
+        _add_alias(alias, name)
+
+
+def _load_gymnax() -> None:
+    from envs import gymnax_adapter
+
+    for name in gymnax_adapter.gymnax_names():
+        _add(name, partial(gymnax_adapter.make_gymnax, name))
+        _add_alias(gymnax_adapter.PREFIX + name, name)
+
+
+def _load_brax() -> None:
+    from envs import brax_adapter
+
+    for name in brax_adapter.BRAX_NAMES:
+        _add(brax_adapter.PREFIX + name, partial(brax_adapter.make_brax, name))
+
+
+def _load_jaxmarl() -> None:
+    from envs import jaxmarl_adapter
+
+    for name in jaxmarl_adapter.jaxmarl_names():
+        _add(jaxmarl_adapter.PREFIX + name, partial(jaxmarl_adapter.make_jaxmarl, name))
+
+
+_LOADERS: dict[str, Callable[[], None]] = {
+    "gymnax": _load_gymnax, "popgym": _load_popgym, "brax": _load_brax, "jaxmarl": _load_jaxmarl,
+}
+
+
+def _families(name: str) -> tuple[str, ...]:
+    """The families a name can belong to, cheapest first."""
+    for family in ("brax", "jaxmarl"):
+        if name.startswith(family + "/"):
+            return (family,)
+    return ("gymnax", "popgym")
+
+
+def _ensure(families: Iterable[str]) -> None:
+    for family in families:
+        if family not in _LOADED:
+            _LOADED.add(family)
+            _LOADERS[family]()
+
+
+def _with_default_params(build: Callable[..., Any]) -> Factory:
+    def factory(**kwargs: Any) -> tuple[Any, Any]:
+        env = build(**kwargs)
+        return env, env.default_params
+
+    return factory
+
+
+def _add(name: str, factory: Factory) -> None:
+    if name in _FACTORIES or name in _ALIASES:
+        raise ValueError(f"env name {name!r} is already registered")
+    if not callable(factory):
+        raise ValueError(f"factory for {name!r} must be callable, got {factory!r}")
+    _FACTORIES[name] = factory
+
+
+def _add_alias(alias: str, name: str) -> None:
+    if alias in _FACTORIES or _ALIASES.get(alias, name) != name:
+        raise ValueError(f"alias {alias!r} is already registered")
+    if name not in _FACTORIES:
+        raise ValueError(f"alias {alias!r} points to unregistered env {name!r}")
+    _ALIASES[alias] = name
+
+
+def register(name: str, factory: Factory) -> None:
+    """Adds ``factory(**kwargs) -> (env, params)`` under ``name``; ValueError if the name is taken."""
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"env name must be a non-empty string, got {name!r}")
+    _ensure(_families(name))
+    _add(name, factory)
+
+
+def registered_names() -> list[str]:
+    """Canonical names of every registered env (aliases excluded), in registration order."""
+    _ensure(_LOADERS)
+    return list(_FACTORIES)
+
+
+def make(name: str, /, **kwargs: Any) -> tuple[Any, Any]:
+    """Builds the env registered as ``name`` (canonical name or alias): returns ``(env, params)``.
+
+    ``kwargs`` go to the env's constructor or override fields of its params (see the family's
+    adapter); unknown kwargs raise ValueError. Unknown names raise ValueError with close matches.
+    """
+    if not isinstance(name, str):
+        raise ValueError(f"env name must be a string, got {name!r}")
+    for family in (*_families(name), *_LOADERS):  # load the likely families first, all if not found
+        if name in _FACTORIES or name in _ALIASES:
+            break
+        _ensure((family,))
+    canonical = _ALIASES.get(name, name)
+    if canonical not in _FACTORIES:
+        known = list(_FACTORIES) + list(_ALIASES)
+        close = difflib.get_close_matches(name, known, n=5, cutoff=0.5)
+        hint = f"; close matches: {close}" if close else ""
+        raise ValueError(f"unknown env {name!r}{hint}. See envs.registered_names() for all {len(_FACTORIES)}")
+    return _FACTORIES[canonical](**kwargs)
+
+
+def split_kwargs(
+    env_name: str, kwargs: Mapping[str, Any], constructor_args: Iterable[str], params: Any
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Splits ``make`` kwargs into constructor kwargs and overrides of the params dataclass' fields.
+
+    A name accepted by both goes to the constructor. ValueError names unknown kwargs and the accepted ones.
+    """
+    constructor_args = set(constructor_args)
+    fields = {f.name for f in dataclasses.fields(params)} if dataclasses.is_dataclass(params) else set()
+    unknown = sorted(set(kwargs) - constructor_args - fields)
+    if unknown:
+        raise ValueError(
+            f"{env_name} got unknown kwargs {unknown}; accepted: constructor args {sorted(constructor_args)}"
+            f", params fields {sorted(fields)}"
+        )
+    ctor = {k: v for k, v in kwargs.items() if k in constructor_args}
+    overrides = {k: v for k, v in kwargs.items() if k not in constructor_args}
+    return ctor, overrides
+
+
+def constructor_args(cls: type) -> list[str]:
+    """Keyword args ``cls(...)`` accepts: the named args of ``__init__``, following ``**kwargs`` up the MRO."""
+    names: list[str] = []
+    for klass in cls.__mro__:
+        if "__init__" not in vars(klass):
+            continue
+        parameters = list(inspect.signature(klass.__init__).parameters.values())[1:]
+        names += [p.name for p in parameters if p.kind in _NAMED and p.name not in names]
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+            break
+    return names
