@@ -192,5 +192,6 @@ class S4SSM(SISOSSM):
 class S4Core(SISOCore):
     """Stacked S4 (Gu, Goel, Re 2022): see `SISOCore` for the stack and the carry, `S4SSM` for the layer."""
 
-    def _ssm(self) -> S4SSM:
+    @nn.nowrap
+    def layer(self) -> S4SSM:
         return S4SSM(self.d_model, self.state_size, self.dt_min, self.dt_max, parent=None)

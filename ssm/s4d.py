@@ -28,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssm.s4 import s4_nplr_init
-from ssm.s5 import DISCRETIZATIONS, _choice, discretize
+from ssm.s5 import DISCRETIZATIONS, choice, discretize
 from ssm.scan import METHODS, reset_scan
 from ssm.siso import SISOSSM, SISOCore, as_complex, causal_conv, check_state_size, output
 
@@ -37,7 +37,7 @@ S4D_INITS = ("inv", "lin", "real", "legs")
 
 def s4d_init(state_size: int, init: str) -> tuple[np.ndarray, np.ndarray]:
     """Lambda and B `[N/2]` (complex128) of the S4D initialisation `init` for state size N."""
-    _choice(init, S4D_INITS, "S4D init")
+    choice(init, S4D_INITS, "S4D init")
     check_state_size(state_size, "S4D")
     modes = np.arange(state_size // 2)
     ones = np.ones(state_size // 2, np.complex128)
@@ -101,8 +101,8 @@ class S4DSSM(SISOSSM):
 
     def setup(self):
         super().setup()
-        _choice(self.discretization, DISCRETIZATIONS, "S4D discretization")
-        _choice(self.scan_method, METHODS, "S4D scan_method")
+        choice(self.discretization, DISCRETIZATIONS, "S4D discretization")
+        choice(self.scan_method, METHODS, "S4D scan_method")
         lam, b = s4d_init(self.state_size, self.lambda_init)
         self.lam = self.eigenvalues(lam)
         self.b = self.tiled_complex("B", b)
@@ -122,7 +122,8 @@ class S4DCore(SISOCore):
     discretization: str = "zoh"
     scan_method: str = "auto"
 
-    def _ssm(self) -> S4DSSM:
+    @nn.nowrap
+    def layer(self) -> S4DSSM:
         return S4DSSM(
             self.d_model, self.state_size, self.dt_min, self.dt_max, self.lambda_init, self.discretization,
             self.scan_method, parent=None,

@@ -15,23 +15,23 @@ statistics across time would leak information across episode resets in RL.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssm.core import RecurrentCore, check_carry_batch, check_sequence
 from ssm.hippo import hippo_normal_eig
 from ssm.scan import reset_scan
+from ssm.stack import StackedCore
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")
 ACTIVATIONS = ("gelu", "full_glu", "half_glu1", "half_glu2")
 
 
-def _choice(value, accepted, what):
+def choice(value, accepted, what):
+    """Raise a ValueError naming `value` and the accepted ones unless `value` is among them."""
     if value not in accepted:
         raise ValueError(f"unknown {what} {value!r}; accepted: {accepted}")
 
@@ -62,7 +62,7 @@ def discretize(lam, b_tilde, step, method: str):
     if method == "zoh":
         lam_bar = jnp.exp(lam * step)
         return lam_bar, ((lam_bar - 1.0) / lam)[:, None] * b_tilde
-    _choice(method, DISCRETIZATIONS, "discretization")
+    choice(method, DISCRETIZATIONS, "discretization")
     inv = 1.0 / (1.0 - 0.5 * step * lam)
     return inv * (1.0 + 0.5 * step * lam), (inv * step)[:, None] * b_tilde
 
@@ -91,8 +91,8 @@ class S5SSM(nn.Module):
         return jnp.zeros((*batch_shape, self.num_modes), jnp.complex64)
 
     def setup(self):
-        _choice(self.discretization, DISCRETIZATIONS, "discretization")
-        _choice(self.c_init, C_INITS, "c_init")
+        choice(self.discretization, DISCRETIZATIONS, "discretization")
+        choice(self.c_init, C_INITS, "c_init")
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError(f"S5: need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
         lam, v = s5_eigenbasis(self.state_size, self.blocks, self.conj_sym)
@@ -154,7 +154,7 @@ class S5Block(nn.Module):
 
     @nn.compact
     def __call__(self, h0, x, resets, deterministic: bool = True):
-        _choice(self.activation, ACTIVATIONS, "activation")
+        choice(self.activation, ACTIVATIONS, "activation")
         drop = nn.Dropout(self.dropout, deterministic=deterministic)
         skip = x
         norm = nn.LayerNorm()
@@ -177,14 +177,12 @@ class S5Block(nn.Module):
         return h, x
 
 
-class S5Core(RecurrentCore):
+class S5Core(StackedCore):
     """Stacked S5: x `[T, *batch, D]` -> Dense(d_model) -> n_layers S5 blocks -> y `[T, *batch, d_model]`.
 
     Carry: a tuple of n_layers complex64 states `[*batch, P']`.
     """
 
-    d_model: int = 64
-    n_layers: int = 2
     state_size: int = 64
     blocks: int = 1
     conj_sym: bool = True
@@ -197,29 +195,14 @@ class S5Core(RecurrentCore):
     prenorm: bool = True
     dropout: float = 0.0
     scan_method: str = "auto"
-    dtype: Any = jnp.float32
 
-    def _ssm(self) -> S5SSM:
-        """An unbound S5SSM with this core's settings (adopted by the block it is passed to)."""
+    @nn.nowrap
+    def layer(self) -> S5SSM:
         return S5SSM(
             self.d_model, self.state_size, self.blocks, self.conj_sym, self.discretization, self.c_init,
             self.dt_min, self.dt_max, self.clip_eigs, scan_method=self.scan_method, parent=None,
         )
 
     @nn.nowrap
-    def initialize_carry(self, batch_shape: Sequence[int]):
-        return tuple(self._ssm().initialize_carry(batch_shape) for _ in range(self.n_layers))
-
-    @nn.compact
-    def __call__(self, carry, x, resets=None, deterministic: bool = True):
-        resets = check_sequence(x, resets, "S5Core")
-        if len(carry) != self.n_layers:
-            raise ValueError(f"S5Core: carry has {len(carry)} layers, the core has n_layers={self.n_layers}")
-        check_carry_batch(carry[0], x.shape[1:-1], "S5Core")
-        x = nn.Dense(self.d_model, name="encoder")(x.astype(self.dtype))
-        new_carry = []
-        for i, h0 in enumerate(carry):
-            block = S5Block(self._ssm(), self.activation, self.prenorm, self.dropout, name=f"block_{i}")
-            h, x = block(h0, x, resets, deterministic=deterministic)
-            new_carry.append(h)
-        return tuple(new_carry), x
+    def block(self, index: int) -> S5Block:
+        return S5Block(self.layer(), self.activation, self.prenorm, self.dropout, name=f"block_{index}")

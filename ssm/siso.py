@@ -16,15 +16,14 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Sequence
-from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssm.core import RecurrentCore, check_carry_batch, check_sequence
-from ssm.s5 import S5Block, _choice
+from ssm.s5 import S5Block, choice
+from ssm.stack import StackedCore
 
 # The GLU variants end in a position-wise Dense layer, the only place where the H SISO channels mix; the
 # S5 block's plain "gelu" has none, so it is not offered here.
@@ -135,41 +134,20 @@ class SISOSSM(nn.Module):
         return h, y + self.d * u
 
 
-class SISOCore(RecurrentCore):
+class SISOCore(StackedCore):
     """Base of the stacked S4/S4D cores: x `[T, *batch, D]` -> Dense(d_model) -> n_layers blocks -> `[T, *batch,
     d_model]`. A block is norm -> SSM -> GELU + GLU -> dropout -> residual (`S5Block`). Carry: a tuple of n_layers
-    complex64 states `[*batch, d_model, state_size / 2]`. Subclasses define `_ssm()`.
+    complex64 states `[*batch, d_model, state_size / 2]`. Subclasses define `layer()`.
     """
 
-    d_model: int = 64
-    n_layers: int = 2
     state_size: int = 64
     dt_min: float = 0.001
     dt_max: float = 0.1
     activation: str = "full_glu"
     prenorm: bool = True
     dropout: float = 0.0
-    dtype: Any = jnp.float32
-
-    def _ssm(self) -> SISOSSM:
-        raise NotImplementedError
 
     @nn.nowrap
-    def initialize_carry(self, batch_shape: Sequence[int]):
-        return tuple(self._ssm().initialize_carry(batch_shape) for _ in range(self.n_layers))
-
-    @nn.compact
-    def __call__(self, carry, x, resets=None, deterministic: bool = True):
-        name = type(self).__name__
-        _choice(self.activation, SISO_ACTIVATIONS, f"{name} activation")
-        resets = check_sequence(x, resets, name)
-        if len(carry) != self.n_layers:
-            raise ValueError(f"{name}: carry has {len(carry)} layers, the core has n_layers={self.n_layers}")
-        check_carry_batch(carry[0], x.shape[1:-1], name)
-        x = nn.Dense(self.d_model, name="encoder")(x.astype(self.dtype))
-        new_carry = []
-        for i, h0 in enumerate(carry):
-            block = S5Block(self._ssm(), self.activation, self.prenorm, self.dropout, name=f"block_{i}")
-            h, x = block(h0, x, resets, deterministic=deterministic)
-            new_carry.append(h)
-        return tuple(new_carry), x
+    def block(self, index: int) -> S5Block:
+        choice(self.activation, SISO_ACTIVATIONS, f"{type(self).__name__} activation")
+        return S5Block(self.layer(), self.activation, self.prenorm, self.dropout, name=f"block_{index}")
