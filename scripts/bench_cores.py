@@ -46,7 +46,11 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=5)
     args = parser.parse_args(argv)
 
-    rows = []
+    device = jax.devices()[0]
+    print(f"\n# cores, {device.platform} ({device.device_kind}), jax {jax.__version__}, {datetime.date.today()}, "
+          f"batch {args.batch}, width {args.width}, one layer\n")
+    print("| core | T | fwd ms | fwd+bwd ms | fwd+bwd memory MiB | parameters |")
+    print("|---|---:|---:|---:|---:|---:|", flush=True)
     for name in args.cores:
         core = make_core(name, **core_config(name, args.width))
         for steps in args.steps:
@@ -63,19 +67,13 @@ def main(argv=None):
                 t_bwd = timed(jax.jit(grad), params, x, resets, reps=args.reps)
                 mem = compiled_bytes(grad, params, x, resets)
             except Exception as err:  # noqa: BLE001 - e.g. out of memory: a row that says so
-                rows.append(f"| {name} | {steps} | failed: {type(err).__name__} | | | |")
+                print(f"| {name} | {steps} | failed: {type(err).__name__} | | | |", flush=True)
                 continue
             n_params = sum(p.size for p in jax.tree.leaves(params))
-            rows.append(
-                f"| {name} | {steps} | {t_fwd * 1e3:.2f} | {t_bwd * 1e3:.2f} | {mem / 2**20:.0f} | {n_params} |"
+            print(
+                f"| {name} | {steps} | {t_fwd * 1e3:.2f} | {t_bwd * 1e3:.2f} | {mem / 2**20:.0f} | {n_params} |",
+                flush=True,
             )
-
-    device = jax.devices()[0]
-    print(f"\n# cores, {device.platform} ({device.device_kind}), jax {jax.__version__}, {datetime.date.today()}, "
-          f"batch {args.batch}, width {args.width}, one layer\n")
-    print("| core | T | fwd ms | fwd+bwd ms | fwd+bwd memory MiB | parameters |")
-    print("|---|---:|---:|---:|---:|---:|")
-    print("\n".join(rows))
 
 
 if __name__ == "__main__":
