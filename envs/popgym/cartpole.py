@@ -166,6 +166,12 @@ class NoisyPositionOnlyCartPole(PositionOnlyCartPole):
         super().__init__(max_episode_length=max_episode_length, noise_sigma=noise_sigma)
 
 
+# POPGym's Noisy variants keep the default episode length and raise the noise with difficulty.
+NOISY_LEVELS = {
+    "Easy": {"max_episode_length": 200, "noise_sigma": 0.1},
+    "Medium": {"max_episode_length": 200, "noise_sigma": 0.2},
+    "Hard": {"max_episode_length": 200, "noise_sigma": 0.3},
+}
 _PLAIN = difficulty_registry(
     PositionOnlyCartPole,
     {
@@ -177,11 +183,7 @@ _PLAIN = difficulty_registry(
 )
 _NOISY = difficulty_registry(
     NoisyPositionOnlyCartPole,
-    {
-        "Easy": {"max_episode_length": 200, "noise_sigma": 0.1},
-        "Medium": {"max_episode_length": 200, "noise_sigma": 0.2},
-        "Hard": {"max_episode_length": 200, "noise_sigma": 0.3},
-    },
+    NOISY_LEVELS,
     port_name="NoisyStatelessCartPole",
 )
 REGISTRY = {**_PLAIN[0], **_NOISY[0]}

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 from gymnax.environments import environment, spaces
 
 from envs.popgym.cards import check_int, difficulty_registry
-from envs.popgym.cartpole import check_noise_sigma, noisy_observation
+from envs.popgym.cartpole import NOISY_LEVELS, check_noise_sigma, noisy_observation
 
 # Largest per-step cost of Pendulum-v1: pi^2 + 0.1 * max_speed^2 + 0.001 * max_torque^2 (POPGym's constant).
 MAX_COST = 16.2736044
@@ -151,11 +151,7 @@ _PLAIN = difficulty_registry(
 )
 _NOISY = difficulty_registry(
     NoisyPositionOnlyPendulum,
-    {
-        "Easy": {"max_episode_length": 200, "noise_sigma": 0.1},
-        "Medium": {"max_episode_length": 200, "noise_sigma": 0.2},
-        "Hard": {"max_episode_length": 200, "noise_sigma": 0.3},
-    },
+    NOISY_LEVELS,
     port_name="NoisyStatelessPendulum",
 )
 REGISTRY = {**_PLAIN[0], **_NOISY[0]}

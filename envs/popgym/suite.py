@@ -5,40 +5,17 @@
 popjaxrl's names) -> canonical name.
 """
 
+import importlib
 from collections.abc import Callable, Iterable
 from types import ModuleType
 
 from gymnax.environments import environment
 
-from envs.popgym import (
-    autoencode,
-    battleship,
-    cartpole,
-    concentration,
-    count_recall,
-    higher_lower,
-    labyrinth,
-    minesweeper,
-    multiarmed_bandit,
-    pendulum,
-    repeat_first,
-    repeat_previous,
+MODULE_NAMES = (
+    "autoencode", "battleship", "cartpole", "concentration", "count_recall", "higher_lower", "labyrinth",
+    "minesweeper", "multiarmed_bandit", "pendulum", "repeat_first", "repeat_previous",
 )
-
-MODULES = (
-    autoencode,
-    battleship,
-    cartpole,
-    concentration,
-    count_recall,
-    higher_lower,
-    labyrinth,
-    minesweeper,
-    multiarmed_bandit,
-    pendulum,
-    repeat_first,
-    repeat_previous,
-)
+MODULES = tuple(importlib.import_module(f"envs.popgym.{name}") for name in MODULE_NAMES)
 
 
 def merge_registries(
