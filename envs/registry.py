@@ -2,7 +2,8 @@
 
 Families register lazily, the first time a name of theirs is asked for (brax and jaxmarl are slow to
 import): POPGym (``"RepeatPrevious-Easy"`` and POPGym's / popjaxrl's aliases), gymnax (its own names,
-also as ``"gymnax/<name>"``), brax (``"brax/<name>"``) and jaxmarl (``"jaxmarl/<name>"``).
+also as ``"gymnax/<name>"``), brax (``"brax/<name>"``), jaxmarl (``"jaxmarl/<name>"``) and S4WM's memory
+world-model suites (``"memory_wm/<name>"``).
 """
 
 import dataclasses
@@ -52,14 +53,22 @@ def _load_jaxmarl() -> None:
         _add(jaxmarl_adapter.PREFIX + name, partial(jaxmarl_adapter.make_jaxmarl, name))
 
 
+def _load_memory_wm() -> None:
+    from envs.memory_wm.suite import MEMORY_WM_ENVS, PREFIX
+
+    for name, build in MEMORY_WM_ENVS.items():
+        _add(PREFIX + name, _with_default_params(build))
+
+
 _LOADERS: dict[str, Callable[[], None]] = {
     "gymnax": _load_gymnax, "popgym": _load_popgym, "brax": _load_brax, "jaxmarl": _load_jaxmarl,
+    "memory_wm": _load_memory_wm,
 }
 
 
 def _families(name: str) -> tuple[str, ...]:
     """The families a name can belong to, cheapest first."""
-    for family in ("brax", "jaxmarl"):
+    for family in ("brax", "jaxmarl", "memory_wm"):
         if name.startswith(family + "/"):
             return (family,)
     return ("gymnax", "popgym")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 from ssm.core import RecurrentCore
 from ssm.lru import LRUCore
@@ -29,13 +29,18 @@ CORES: dict[str, Callable[..., RecurrentCore]] = {
 
 def make_core(name: str, **cfg) -> RecurrentCore:
     """The core registered as `name`, configured by `cfg` (the core's dataclass fields)."""
-    if name not in CORES:
-        close = difflib.get_close_matches(name, CORES, n=3)
+    return build_named(CORES, "core", name, cfg)
+
+
+def build_named(registry: Mapping[str, Callable], kind: str, name: str, cfg: Mapping):
+    """`registry[name](**cfg)` for a dataclass-like class, with clear errors for an unknown name or option."""
+    if name not in registry:
+        close = difflib.get_close_matches(name, registry, n=3)
         hint = f" Did you mean {close}?" if close else ""
-        raise ValueError(f"unknown core {name!r}; known cores: {sorted(CORES)}.{hint}")
-    cls = CORES[name]
+        raise ValueError(f"unknown {kind} {name!r}; known {kind}s: {sorted(registry)}.{hint}")
+    cls = registry[name]
     fields = {f.name for f in dataclasses.fields(cls)} - {"parent", "name"}
     unknown = sorted(set(cfg) - fields)
     if unknown:
-        raise ValueError(f"core {name!r} has no option(s) {unknown}; accepted: {sorted(fields)}")
+        raise ValueError(f"{kind} {name!r} has no option(s) {unknown}; accepted: {sorted(fields)}")
     return cls(**cfg)
