@@ -1,0 +1,105 @@
+"""PPO on the POPGym suite: tasks x cores, seeds vmapped in one program; prints a markdown table as it goes.
+
+    python scripts/popgym_sweep.py                                        # all tasks, Easy+Medium, popjaxrl budget
+    python scripts/popgym_sweep.py --envs RepeatPrevious CountRecall --difficulties Easy \\
+        --cores s5 gru --seeds 3 --total-timesteps 2000000 --jsonl runs/sweep.jsonl
+
+The base config (`--config`, default configs/ppo_popgym.yaml: popjaxrl's PPO settings) is overridden per run by
+the env name and by the core preset below (width 256, as popjaxrl's S5 with 4 layers and state 256). POPGym
+returns are normalised by the envs themselves to [-1, 1] (optimal 1), so they are reported as they are:
+`final` = mean over seeds of the mean episode return of the last 5% of updates, `max` = the best update (POPGym's
+MMER). `SPS` = env steps per second of all seeds together, compile time excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import sys
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from agents.ppo import make_train
+from envs.popgym.suite import POPGYM_ENVS
+from ssmrl.cli import resolve_config
+
+CORE_PRESETS = {
+    "s5": {"d_model": 256, "state_size": 256, "n_layers": 4},
+    "s4d": {"d_model": 256, "state_size": 64, "n_layers": 4},
+    "lru": {"d_model": 256, "state_size": 256, "n_layers": 4},
+    "mamba": {"d_model": 256, "n_layers": 4},
+    "gru": {"features": 256},
+    "lstm": {"features": 256},
+    "mlp": {"features": 256},
+}
+
+
+def families() -> list[str]:
+    return sorted({name.rsplit("-", 1)[0] for name in POPGYM_ENVS})
+
+
+def run_one(base, env_name: str, core: str, seeds: int, total_timesteps: int | None) -> dict:
+    """Trains `seeds` seeds of one (env, core); returns the row."""
+    config = dataclasses.replace(
+        base, env=dataclasses.replace(base.env, name=env_name), core=core, core_kwargs=CORE_PRESETS[core],
+        **({"total_timesteps": total_timesteps} if total_timesteps else {}),
+    )
+    keys = jax.random.split(jax.random.PRNGKey(0), seeds)
+    start = time.perf_counter()
+    compiled = jax.jit(jax.vmap(make_train(config))).lower(keys).compile()
+    compile_s = time.perf_counter() - start
+    start = time.perf_counter()
+    _, metrics = compiled(keys)
+    returns = np.asarray(jax.device_get(metrics["episode_return"]))  # [seeds, updates]
+    run_s = time.perf_counter() - start
+    tail = max(1, returns.shape[1] // 20)
+    final = returns[:, -tail:].mean(axis=1)
+    return {
+        "env": env_name, "core": core, "seeds": seeds, "env_steps": config.num_updates * config.steps_per_update,
+        "final_mean": float(final.mean()), "final_std": float(final.std()), "max": float(returns.mean(0).max()),
+        "sps": seeds * config.num_updates * config.steps_per_update / run_s, "run_s": run_s, "compile_s": compile_s,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="configs/ppo_popgym.yaml")
+    parser.add_argument("--envs", nargs="+", default=families(), help=f"POPGym families, from {families()}")
+    parser.add_argument("--difficulties", nargs="+", default=["Easy", "Medium"])
+    parser.add_argument("--cores", nargs="+", default=["s5", "gru", "lstm", "mlp"], choices=sorted(CORE_PRESETS))
+    parser.add_argument("--seeds", type=int, default=3)
+    parser.add_argument("--total-timesteps", type=int, default=None, help="per seed (default: the config's)")
+    parser.add_argument("--deadline-min", type=float, default=None, help="start no new run after this many minutes")
+    parser.add_argument("--jsonl", default=None, help="append one JSON line per run here")
+    parser.add_argument("overrides", nargs="*", help="config overrides, as for `ssmrl train`")
+    args = parser.parse_args()
+    unknown = sorted(set(args.envs) - set(families()))
+    if unknown:
+        parser.error(f"unknown POPGym families {unknown}; known: {families()}")
+    _, base, _ = resolve_config(args.config, args.overrides)
+    began = time.perf_counter()
+    print(f"# POPGym PPO sweep, {jax.devices()[0].device_kind}, {args.seeds} seeds", flush=True)
+    print("| env | core | env steps/seed | final return | max | SPS | run s | compile s |", flush=True)
+    print("|---|---|---:|---:|---:|---:|---:|---:|", flush=True)
+    for family in args.envs:
+        for difficulty in args.difficulties:
+            for core in args.cores:
+                if args.deadline_min and time.perf_counter() - began > 60 * args.deadline_min:
+                    print(f"deadline reached; stopped before {family}-{difficulty} {core}", file=sys.stderr)
+                    return
+                row = run_one(base, f"{family}-{difficulty}", core, args.seeds, args.total_timesteps)
+                print(f"| {row['env']} | {core} | {row['env_steps']:,} | {row['final_mean']:.3f} +- "
+                      f"{row['final_std']:.3f} | {row['max']:.3f} | {row['sps']:,.0f} | {row['run_s']:.1f} | "
+                      f"{row['compile_s']:.1f} |", flush=True)
+                if args.jsonl:
+                    Path(args.jsonl).parent.mkdir(parents=True, exist_ok=True)
+                    with open(args.jsonl, "a") as f:
+                        f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
