@@ -23,6 +23,7 @@ import numpy as np
 from gymnax.environments import spaces
 
 from envs.wrappers import box_bounds
+from ssm.initializers import orthogonal
 
 
 class CategoricalHead(nn.Module):
@@ -32,7 +33,7 @@ class CategoricalHead(nn.Module):
 
     @nn.compact
     def __call__(self, features) -> distrax.Distribution:
-        logits = nn.Dense(self.num_actions, kernel_init=nn.initializers.orthogonal(0.01), name="logits")(features)
+        logits = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01), name="logits")(features)
         return distrax.Categorical(logits=logits)
 
     @nn.nowrap
@@ -55,7 +56,7 @@ class GaussianHead(nn.Module):
 
     @nn.compact
     def __call__(self, features) -> distrax.Distribution:
-        mean = nn.Dense(self.action_dim, kernel_init=nn.initializers.orthogonal(0.01), name="mean")(features)
+        mean = nn.Dense(self.action_dim, kernel_init=orthogonal(0.01), name="mean")(features)
         log_std = self.param("log_std", nn.initializers.constant(self.init_log_std), (self.action_dim,))
         return distrax.MultivariateNormalDiag(mean, jnp.broadcast_to(jnp.exp(log_std), mean.shape))
 

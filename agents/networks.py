@@ -13,6 +13,7 @@ import flax.linen as nn
 import numpy as np
 
 from ssm.core import RecurrentCore, check_sequence
+from ssm.initializers import orthogonal
 from ssm.registry import CORES, build_named
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "leaky_relu": nn.leaky_relu, "gelu": nn.gelu, "silu": nn.silu}
@@ -20,7 +21,7 @@ ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "leaky_relu": nn.leaky_relu, "g
 
 def dense(features: int, scale: float = float(np.sqrt(2)), name: str | None = None) -> nn.Dense:
     """A Dense layer with orthogonal(scale) kernel and zero bias, PPO's usual initialisation."""
-    return nn.Dense(features, kernel_init=nn.initializers.orthogonal(scale), name=name)
+    return nn.Dense(features, kernel_init=orthogonal(scale), name=name)
 
 
 def activation_fn(name: str):

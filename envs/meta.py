@@ -47,6 +47,7 @@ import jax.numpy as jnp
 from gymnax.environments import environment, spaces
 
 from envs.wrappers import box_bounds, positive_int
+from ssm.initializers import orthogonal
 
 SPLITS = ("train", "test")
 
@@ -138,11 +139,11 @@ class MetaRL(environment.Environment):
     def task(self, task_id: jax.Array) -> tuple[jax.Array, jax.Array]:
         """``(obs_projection [D, obs_dim], action_map)`` of a task: a pure function of its id."""
         key_obs, key_act = jax.random.split(jax.random.fold_in(jax.random.key(self.task_seed), task_id))
-        obs_projection = jax.nn.initializers.orthogonal(self.obs_scale)(
+        obs_projection = orthogonal(self.obs_scale)(
             key_obs, (self._base_obs_dim, self.obs_dim), jnp.float32
         )
         if not self._discrete:
-            action_map = jax.nn.initializers.orthogonal(1.0)(
+            action_map = orthogonal(1.0)(
                 key_act, (self.action_dim, self._env_action_space.shape[0]), jnp.float32
             )
         elif self.permute_actions:

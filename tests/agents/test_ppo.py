@@ -133,8 +133,8 @@ def test_s5_beats_mlp_on_repeat_previous():
     """RepeatPrevious-Easy needs the suit of 4 steps ago: S5 nears the optimum 1.0, the MLP stays at random (-0.5)."""
     config = PPOConfig(
         env=EnvConfig(name="RepeatPrevious-Easy", num_envs=16), core="s5",
-        core_kwargs={"d_model": 64, "state_size": 32, "n_layers": 1}, hidden=64, num_steps=128, update_epochs=4,
-        num_minibatches=4, lr=1e-3, gae_lambda=0.95, total_timesteps=400_000,
+        core_kwargs={"d_model": 64, "state_size": 32, "n_layers": 2}, hidden=64, num_steps=128, update_epochs=4,
+        num_minibatches=4, lr=1e-3, gae_lambda=0.95, total_timesteps=500_000,
     )
     s5 = learn(config, seeds=1)
     mlp = learn(dataclasses.replace(config, core="mlp", core_kwargs={"features": 64}), seeds=1)
