@@ -3,6 +3,7 @@
     python scripts/popgym_sweep.py                                        # all tasks, Easy+Medium, popjaxrl budget
     python scripts/popgym_sweep.py --envs RepeatPrevious CountRecall --difficulties Easy \\
         --cores s5 gru --seeds 3 --total-timesteps 2000000 --jsonl runs/sweep.jsonl
+    python scripts/popgym_sweep.py --summarize runs/sweep.jsonl             # pivot: env x core
 
 The base config (`--config`, default configs/ppo_popgym.yaml: popjaxrl's PPO settings) is overridden per run by
 the env name and by the core preset below (width 256, as popjaxrl's S5 with 4 layers and state 256). POPGym
@@ -65,6 +66,21 @@ def run_one(base, env_name: str, core: str, seeds: int, total_timesteps: int | N
     }
 
 
+def summarize(paths: list[str]) -> None:
+    """Prints a pivot of sweep results (jsonl files): one row per env, final return per core, then SPS per core."""
+    rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
+    cores = [c for c in CORE_PRESETS if any(r["core"] == c for r in rows)]
+    table = {(r["env"], r["core"]): r for r in rows}
+    envs = list(dict.fromkeys(r["env"] for r in rows))
+    print("| env | " + " | ".join(cores) + " |\n|---|" + "---:|" * len(cores))
+    for env in envs:
+        cells = [f"{table[env, c]['final_mean']:.3f} +- {table[env, c]['final_std']:.3f}" if (env, c) in table else "-"
+                 for c in cores]
+        print(f"| {env} | " + " | ".join(cells) + " |")
+    sps = {c: np.median([r["sps"] for r in rows if r["core"] == c]) for c in cores}
+    print("| median SPS (all seeds) | " + " | ".join(f"{sps[c]:,.0f}" for c in cores) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/ppo_popgym.yaml")
@@ -75,8 +91,12 @@ def main() -> None:
     parser.add_argument("--total-timesteps", type=int, default=None, help="per seed (default: the config's)")
     parser.add_argument("--deadline-min", type=float, default=None, help="start no new run after this many minutes")
     parser.add_argument("--jsonl", default=None, help="append one JSON line per run here")
+    parser.add_argument("--summarize", nargs="+", default=None, help="only print a pivot table of these jsonl files")
     parser.add_argument("overrides", nargs="*", help="config overrides, as for `ssmrl train`")
     args = parser.parse_args()
+    if args.summarize:
+        summarize(args.summarize)
+        return
     unknown = sorted(set(args.envs) - set(families()))
     if unknown:
         parser.error(f"unknown POPGym families {unknown}; known: {families()}")

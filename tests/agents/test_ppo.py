@@ -104,7 +104,7 @@ def test_gae_matches_reference(gamma, lam, done_rate, seed):
         ({"total_timesteps": 10}, "less than one update"),
         ({"core": "s6"}, "unknown core 's6'"),
         ({"core": "gru", "core_kwargs": {"d_model": 4}}, "has no option"),
-        ({"env": EnvConfig(name="RepeatPrevios-Easy")}, "unknown env"),
+        ({"env": EnvConfig(name="RepeatPrevios-Easy", num_envs=4)}, "unknown env"),
     ],
 )
 def test_bad_config_errors(change, message):
