@@ -8,8 +8,8 @@
 The base config (`--config`, default configs/ppo_popgym.yaml: popjaxrl's PPO settings) is overridden per run by
 the env name and by the core preset below (width 256, as popjaxrl's S5 with 4 layers and state 256). POPGym
 returns are normalised by the envs themselves to [-1, 1] (optimal 1), so they are reported as they are:
-`final` = mean over seeds of the mean episode return of the last 5% of updates, `max` = the best update (POPGym's
-MMER). `SPS` = env steps per second of all seeds together, compile time excluded.
+`final` = mean over seeds of the mean episode return of the last 5% of updates, `max` = the best update once episodes
+have finished (POPGym's MMER). `SPS` = env steps per second of all seeds together, compile time excluded.
 """
 
 from __future__ import annotations
@@ -56,12 +56,13 @@ def run_one(base, env_name: str, core: str, seeds: int, total_timesteps: int | N
     start = time.perf_counter()
     _, metrics = compiled(keys)
     returns = np.asarray(jax.device_get(metrics["episode_return"]))  # [seeds, updates]
+    started = np.cumsum(np.asarray(metrics["episodes"]).sum(0)) > 0  # updates after the first finished episode
     run_s = time.perf_counter() - start
     tail = max(1, returns.shape[1] // 20)
-    final = returns[:, -tail:].mean(axis=1)
+    final, best = returns[:, -tail:].mean(axis=1), returns.mean(0)[started].max()
     return {
         "env": env_name, "core": core, "seeds": seeds, "env_steps": config.num_updates * config.steps_per_update,
-        "final_mean": float(final.mean()), "final_std": float(final.std()), "max": float(returns.mean(0).max()),
+        "final_mean": float(final.mean()), "final_std": float(final.std()), "max": float(best),
         "sps": seeds * config.num_updates * config.steps_per_update / run_s, "run_s": run_s, "compile_s": compile_s,
     }
 
