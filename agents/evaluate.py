@@ -36,15 +36,15 @@ from matplotlib.figure import Figure
 
 import envs
 from agents.env_stack import make_env
-from agents.ppo import PPOConfig, make_network, make_ppo
+from agents.ppo import PPOConfig, act, make_network, make_ppo
 from envs.gymnax_adapter import GymnaxAdapter
+from envs.meta import SPLITS
 from envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
 from envs.wrappers import NormalizeObservation, NormalizeState, positive_int
 from ssmrl.checkpoint import Checkpointer
 from ssmrl.cli import resolve_config
-from ssmrl.runner import initial_state
+from ssmrl.runner import restore_state
 
-SPLITS = ("train", "test")
 DEFAULT_MAX_STEPS = 100_000
 GYMNAX_CLASSIC_CONTROL = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0", "MountainCarContinuous-v0")
 GYMNAX_DRAWABLE = (
@@ -123,8 +123,7 @@ def make_evaluator(config: PPOConfig, num_episodes: int, greedy: bool, split: st
 
     def step(params, rollout: Rollout):
         key, k_act, k_env = jax.random.split(rollout.key, 3)
-        carry, dist, _ = network.apply(params, rollout.carry, rollout.obs[None], rollout.reset[None])
-        action = (network.head.greedy(dist) if greedy else dist.sample(seed=k_act))[0]
+        carry, action, _, _ = act(network, params, rollout.carry, rollout.obs, rollout.reset, k_act, greedy)
         env_action = network.head.env_action(action)
         obs, env_state, reward, terminated, truncated, info = (normalizer or env).step(
             k_env, rollout.env_state, env_action, env_params
@@ -317,9 +316,8 @@ def load_state(run_dir: Path, settings, config: PPOConfig, checkpoint: int | Non
     checkpoint_dir = run_dir / "checkpoints"
     if not checkpoint_dir.is_dir():
         raise FileNotFoundError(f"no checkpoint in {str(run_dir)!r}: {str(checkpoint_dir)!r} does not exist")
-    target = jax.eval_shape(lambda: initial_state(make_ppo(config), settings))
     with Checkpointer(checkpoint_dir) as checkpoints:
-        state = checkpoints.restore(checkpoint, target=target)
+        state = restore_state(checkpoints, checkpoint, make_ppo(config), settings)
         return state, checkpoint if checkpoint is not None else checkpoints.latest_step()
 
 

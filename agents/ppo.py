@@ -92,9 +92,15 @@ class Transition:
     value: jax.Array
     reward: jax.Array
     done: jax.Array
-    episode_end: jax.Array
-    episode_return: jax.Array
-    episode_length: jax.Array
+
+
+@chex.dataclass(frozen=True)
+class EpisodeLog:
+    """LogWrapper's report of one rollout step, `[T, N]` when stacked: an episode ended, its return and length."""
+
+    end: jax.Array
+    ret: jax.Array
+    length: jax.Array
 
 
 def check_config(config: PPOConfig) -> None:
@@ -126,6 +132,16 @@ def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
     if config.anneal_lr:
         lr = optax.linear_schedule(lr, 0.0, config.num_updates * config.update_epochs * config.num_minibatches)
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
+
+
+def act(network: ActorCritic, params, carry, obs, reset, key, greedy: bool = False):
+    """One step-mode call: obs `[N, D]`, reset `[N]` -> (carry, action `[N, ...]`, log_prob `[N]`, value `[N]`).
+
+    Sampled actions, or the distribution's mode/mean when `greedy`; acting in training and evaluation both use it.
+    """
+    carry, dist, value = network.apply(params, carry, obs[None], reset[None])
+    action = network.head.greedy(dist) if greedy else dist.sample(seed=key)
+    return carry, action[0], dist.log_prob(action)[0], value[0]
 
 
 def ppo_loss(params, network: ActorCritic, config: PPOConfig, carry, traj: Transition, advantages, targets):
@@ -160,11 +176,6 @@ def make_ppo(config: PPOConfig) -> Algorithm:
     optimizer = make_optimizer(config)
     num_envs = config.env.num_envs
 
-    def act(params, carry, obs, reset, key):
-        carry, dist, value = network.apply(params, carry, obs[None], reset[None])
-        action = dist.sample(seed=key)
-        return carry, action[0], dist.log_prob(action)[0], value[0]
-
     def init(key):
         key, k_params, k_env = jax.random.split(key, 3)
         obs, env_state = env.reset(k_env, env_params)
@@ -179,17 +190,19 @@ def make_ppo(config: PPOConfig) -> Algorithm:
 
     def rollout_step(state: PPOState, _):
         key, k_act, k_env = jax.random.split(state.key, 3)
-        carry, action, log_prob, value = act(state.params, state.carry, state.obs, state.reset, k_act)
+        carry, action, log_prob, value = act(network, state.params, state.carry, state.obs, state.reset, k_act)
         obs, env_state, reward, terminated, truncated, info = env.step(
             k_env, state.env_state, network.head.env_action(action), env_params
         )
         done = jnp.logical_or(terminated, truncated)
         step = Transition(
-            obs=state.obs, reset=state.reset, action=action, log_prob=log_prob, value=value, reward=reward,
-            done=done, episode_end=info["returned_episode"], episode_return=info["returned_episode_returns"],
-            episode_length=info["returned_episode_lengths"].astype(jnp.float32),
+            obs=state.obs, reset=state.reset, action=action, log_prob=log_prob, value=value, reward=reward, done=done
         )
-        return state.replace(env_state=env_state, obs=obs, reset=done, carry=carry, key=key), step
+        log = EpisodeLog(
+            end=info["returned_episode"], ret=info["returned_episode_returns"],
+            length=info["returned_episode_lengths"].astype(jnp.float32),
+        )
+        return state.replace(env_state=env_state, obs=obs, reset=done, carry=carry, key=key), (step, log)
 
     def minibatch_step(train, batch):
         params, opt_state = train
@@ -209,7 +222,7 @@ def make_ppo(config: PPOConfig) -> Algorithm:
 
     def update(state: PPOState):
         start_carry = state.carry
-        state, traj = jax.lax.scan(rollout_step, state, None, config.num_steps)
+        state, (traj, log) = jax.lax.scan(rollout_step, state, None, config.num_steps)
         _, _, last_value = network.apply(state.params, state.carry, state.obs[None], state.reset[None])
         advantages, targets = gae(traj.reward, traj.value, traj.done, last_value[0], config.gamma, config.gae_lambda)
 
@@ -218,14 +231,14 @@ def make_ppo(config: PPOConfig) -> Algorithm:
             lambda train, k: epoch(train, k, start_carry, traj, advantages, targets),
             (state.params, state.opt_state), jax.random.split(k_epochs, config.update_epochs),
         )
-        ended = traj.episode_end.sum()
+        ended = log.end.sum()
         any_ended = ended > 0
 
         def finished_mean(x):
-            return (x * traj.episode_end).sum() / jnp.maximum(ended, 1)
+            return (x * log.end).sum() / jnp.maximum(ended, 1)
 
-        episode_return = jnp.where(any_ended, finished_mean(traj.episode_return), state.episode_return)
-        episode_length = jnp.where(any_ended, finished_mean(traj.episode_length), state.episode_length)
+        episode_return = jnp.where(any_ended, finished_mean(log.ret), state.episode_return)
+        episode_length = jnp.where(any_ended, finished_mean(log.length), state.episode_length)
         state = state.replace(
             params=params, opt_state=opt_state, key=key, update=state.update + 1,
             episode_return=episode_return, episode_length=episode_length,

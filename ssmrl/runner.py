@@ -58,6 +58,12 @@ def initial_state(algorithm: Algorithm, settings: RunSettings):
     return jax.jit(jax.vmap(algorithm.init))(seed_keys(settings.seed, settings.num_seeds))
 
 
+def restore_state(checkpoints: Checkpointer, step: int | None, algorithm: Algorithm, settings: RunSettings):
+    """The stacked state saved at `step` (None: the latest), restored into the shapes and dtypes of a fresh run's
+    state (abstract: the fresh state is not computed)."""
+    return checkpoints.restore(step, target=jax.eval_shape(lambda: initial_state(algorithm, settings)))
+
+
 def make_interval(algorithm: Algorithm, logger: MetricsLogger):
     """jit((state, updates int32 [n]) -> (state, metrics [n, num_seeds])): n updates, streaming metrics."""
 
@@ -120,9 +126,7 @@ def run(algorithm: Algorithm, settings: RunSettings, resolved: dict[str, Any], t
             )
         start = latest
     save_yaml(resolved, out_dir / "config.yaml")
-    state = initial_state(algorithm, settings)
-    if start:
-        state = checkpoints.restore(start, target=state)
+    state = restore_state(checkpoints, start, algorithm, settings) if start else initial_state(algorithm, settings)
     if start >= algorithm.num_updates:
         return state, {}
     history: list[dict[str, np.ndarray]] = []
