@@ -113,7 +113,7 @@ def make_evaluator(config: PPOConfig, num_episodes: int, greedy: bool, split: st
                                  "of the trained run's NormalizeState")
             mean, var = obs_norm
             env_state = NormalizeState(env_state=env_state, mean=mean, var=var, count=jnp.ones((), jnp.float32))
-            obs = normalizer._normalize(env_state, obs)
+            obs = normalizer.normalize(env_state, obs)
         return Rollout(
             env_state=env_state, obs=obs, reset=jnp.ones((num_envs,), bool),
             carry=network.initialize_carry((num_envs,)), key=key,

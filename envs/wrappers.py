@@ -291,7 +291,8 @@ class NormalizeObservation(Wrapper):
         m2 = state.var * state.count + batch_var * batch_count + delta**2 * state.count * batch_count / total
         return state.replace(mean=mean, var=m2 / total, count=total)
 
-    def _normalize(self, state: NormalizeState, obs: jax.Array) -> jax.Array:
+    def normalize(self, state: NormalizeState, obs: jax.Array) -> jax.Array:
+        """`obs` normalised by the statistics in `state`, clipped to [-clip, clip] (statistics not updated)."""
         normalized = (jnp.asarray(obs, jnp.float32) - state.mean) / jnp.sqrt(state.var + self.eps)
         return jnp.clip(normalized, -self.clip, self.clip)
 
@@ -303,15 +304,15 @@ class NormalizeObservation(Wrapper):
             count=jnp.asarray(1e-4, jnp.float32),
         )
         state = self._update(state, obs, len(self.batch_shape(obs, params)))
-        return self._normalize(state, obs), state
+        return self.normalize(state, obs), state
 
     def step(self, key: jax.Array, state: NormalizeState, action: Any, params: Any = None) -> tuple:
         obs, env_state, reward, terminated, truncated, info = self._env.step(key, state.env_state, action, params)
         state = self._update(state.replace(env_state=env_state), obs, len(self.batch_shape(obs, params)))
         info = dict(info)
         if "final_observation" in info:
-            info["final_observation"] = self._normalize(state, info["final_observation"])
-        return self._normalize(state, obs), state, reward, terminated, truncated, info
+            info["final_observation"] = self.normalize(state, info["final_observation"])
+        return self.normalize(state, obs), state, reward, terminated, truncated, info
 
 
 @chex.dataclass(frozen=True)
