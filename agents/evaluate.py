@@ -35,8 +35,7 @@ from matplotlib.animation import PillowWriter
 from matplotlib.figure import Figure
 
 import envs
-from agents.env_stack import make_env
-from agents.ppo import PPOConfig, act, make_network, make_ppo
+from agents.ppo import PPOConfig, act, make_ppo
 from envs.gymnax_adapter import GymnaxAdapter
 from envs.meta import SPLITS
 from envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
@@ -96,10 +95,9 @@ def check_split(split: str) -> str:
 def make_evaluator(config: PPOConfig, num_episodes: int, greedy: bool, split: str = "train") -> Evaluator:
     """The evaluation loop of `config`'s policy over `num_episodes` parallel envs (see the module docstring)."""
     num_envs = positive_int("num_episodes", num_episodes)
-    env, env_params = make_env(
-        dataclasses.replace(config.env, normalize_obs=False), num_envs=num_envs, split=check_split(split)
-    )
-    network = make_network(config, env, env_params)
+    env, env_params = config.make_env(num_envs, check_split(split), normalize=False)
+    network = config.make_network(env, env_params)
+    num_envs = env.num_envs
     normalizer = NormalizeObservation(env, update=False) if config.env.normalize_obs else None
     per_trial = config.env.meta.episodes_per_trial if config.env.meta is not None else 1
     rows = jnp.arange(num_envs)

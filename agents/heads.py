@@ -3,7 +3,7 @@
 PPO stores the action it samples, evaluates `log_prob` of it under old and new parameters and uses the
 distribution's `entropy`. `ActionHead.env_action` maps a stored action to what the env receives.
 
-- `CategoricalHead` (Discrete(n)): logits `[..., n]`.
+- `CategoricalHead` (Discrete(n)): logits `[..., n]`, optionally masked to the available actions.
 - `GaussianHead` (Box): mean `[..., A]` and a state-independent learned log-std. Unsquashed, the env gets
   the sample clipped to the action bounds. Squashed (tanh-Gaussian), the stored action is the pre-squash
   sample u and the env gets `low + (tanh(u) + 1) (high - low) / 2`. The tanh Jacobian term depends only
@@ -25,15 +25,20 @@ from gymnax.environments import spaces
 from envs.wrappers import box_bounds
 from ssm.initializers import orthogonal
 
+MASKED_LOGIT = -1e9
+"""The logit of an unavailable action: probability exactly 0 in float32, and no inf/NaN in entropies."""
+
 
 class CategoricalHead(nn.Module):
-    """Discrete(n) actions: features `[..., F]` -> Categorical over n."""
+    """Discrete(n) actions: features `[..., F]` -> Categorical over n; `mask` `[..., n]` bool rules actions out."""
 
     num_actions: int
 
     @nn.compact
-    def __call__(self, features) -> distrax.Distribution:
+    def __call__(self, features, mask=None) -> distrax.Distribution:
         logits = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01), name="logits")(features)
+        if mask is not None:
+            logits = jnp.where(mask, logits, MASKED_LOGIT)
         return distrax.Categorical(logits=logits)
 
     @nn.nowrap

@@ -2,7 +2,8 @@
 
 `ActorCritic(core, head)`: inputs `[T, B, D]` (observation, previous action and previous reward, as
 `envs.wrappers.PrevActionReward` builds them) -> Dense(hidden) -> core (any registry core, or `MLPCore`) ->
-separate actor and critic MLPs -> (action distribution `[T, B]`, value `[T, B]`).
+separate actor and critic MLPs -> (action distribution `[T, B]`, value `[T, B]`). Multi-agent observations
+(dicts with action masks and a world state) and MAPPO's centralised critic are options of the same module.
 """
 
 from __future__ import annotations
@@ -56,23 +57,41 @@ def make_memory(name: str, **cfg) -> RecurrentCore:
 
 
 class ActorCritic(nn.Module):
-    """(carry, obs `[T, B, D]`, resets `[T, B]`) -> (carry, action distribution `[T, B]`, value `[T, B]`)."""
+    """(carry, obs, resets `[T, B]`) -> (carry, action distribution `[T, B]`, value `[T, B]`).
+
+    obs is `[T, B, D]`, or a dict (multi-agent envs, `envs.multi_agent.AgentBatch`) with "obs" `[T, B, D]`,
+    optionally "avail" `[T, B, n]` (action mask) and "world_state" `[T, B, W]`. With a `critic_core` the
+    critic is a separate network over "world_state" (MAPPO's centralised critic) and the carry is
+    (actor carry, critic carry); without one, actor and critic share the core.
+    """
 
     core: RecurrentCore
     head: nn.Module
     hidden: int = 256
     activation: str = "tanh"
+    critic_core: RecurrentCore | None = None
 
     @nn.nowrap
     def initialize_carry(self, batch_shape: Sequence[int]):
-        return self.core.initialize_carry(batch_shape)
+        if self.critic_core is None:
+            return self.core.initialize_carry(batch_shape)
+        return self.core.initialize_carry(batch_shape), self.critic_core.initialize_carry(batch_shape)
 
     @nn.compact
     def __call__(self, carry, obs, resets):
         act = activation_fn(self.activation)
-        x = act(dense(self.hidden, name="embed")(obs))
-        carry, y = self.core(carry, x, resets)
+        inputs = obs if isinstance(obs, dict) else {"obs": obs}
+        actor_carry = carry if self.critic_core is None else carry[0]
+        actor_carry, y = self.core(actor_carry, act(dense(self.hidden, name="embed")(inputs["obs"])), resets)
         actor = act(dense(self.hidden, name="actor_hidden")(y))
-        critic = act(dense(self.hidden, name="critic_hidden")(y))
+        dist = self.head(actor, inputs["avail"]) if "avail" in inputs else self.head(actor)
+        if self.critic_core is None:
+            carry, critic_in = actor_carry, y
+        else:
+            critic_carry, critic_in = self.critic_core(
+                carry[1], act(dense(self.hidden, name="critic_embed")(inputs["world_state"])), resets
+            )
+            carry = (actor_carry, critic_carry)
+        critic = act(dense(self.hidden, name="critic_hidden")(critic_in))
         value = dense(1, scale=1.0, name="value")(critic)[..., 0]
-        return carry, self.head(actor), value
+        return carry, dist, value

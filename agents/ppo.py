@@ -64,6 +64,17 @@ class PPOConfig:
     def num_updates(self) -> int:
         return self.total_timesteps // self.steps_per_update
 
+    def make_env(self, num_envs: int | None = None, split: Literal["train", "test"] = "train",
+                 normalize: bool | None = None):
+        """(vectorised env, params); `num_envs`/`normalize` override env.num_envs/env.normalize_obs."""
+        env_config = self.env if normalize is None else dataclasses.replace(self.env, normalize_obs=normalize)
+        return make_env(env_config, num_envs, split)
+
+    def make_network(self, env, env_params) -> ActorCritic:
+        """The actor-critic for `env`'s action space."""
+        head = make_head(env.action_space(env_params), self.continuous)
+        return ActorCritic(make_memory(self.core, **self.core_kwargs), head, self.hidden, self.activation)
+
 
 @chex.dataclass(frozen=True)
 class PPOState:
@@ -77,8 +88,7 @@ class PPOState:
     carry: Any
     key: jax.Array
     update: jax.Array
-    episode_return: jax.Array
-    episode_length: jax.Array
+    episode_stats: dict[str, jax.Array]
 
 
 @chex.dataclass(frozen=True)
@@ -94,13 +104,17 @@ class Transition:
     done: jax.Array
 
 
-@chex.dataclass(frozen=True)
-class EpisodeLog:
-    """LogWrapper's report of one rollout step, `[T, N]` when stacked: an episode ended, its return and length."""
+EPISODE_INFO = {
+    "episode_return": "returned_episode_returns", "episode_length": "returned_episode_lengths",
+    "win_rate": "returned_won_episode",
+}
+"""Logged per-episode metric -> the `info` entry (`envs.wrappers.LogWrapper`) holding it; win_rate only for envs
+that report wins (`reports_wins`, e.g. SMAX)."""
 
-    end: jax.Array
-    ret: jax.Array
-    length: jax.Array
+
+def episode_metrics(env) -> list[str]:
+    """The EPISODE_INFO metrics `env` reports."""
+    return [name for name in EPISODE_INFO if name != "win_rate" or getattr(env, "reports_wins", False)]
 
 
 def check_config(config: PPOConfig) -> None:
@@ -120,12 +134,6 @@ def check_config(config: PPOConfig) -> None:
             raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
 
 
-def make_network(config: PPOConfig, env, env_params) -> ActorCritic:
-    """The actor-critic for `env`'s action space."""
-    head = make_head(env.action_space(env_params), config.continuous)
-    return ActorCritic(make_memory(config.core, **config.core_kwargs), head, config.hidden, config.activation)
-
-
 def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
     """Adam (eps 1e-5) after global-norm clipping; lr linear to 0 over all minibatch steps when annealed."""
     lr = config.lr
@@ -134,12 +142,17 @@ def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:
     return optax.chain(optax.clip_by_global_norm(config.max_grad_norm), optax.adam(lr, eps=1e-5))
 
 
+def add_time(tree):
+    """A length-1 time axis in front of every leaf (observations may be dicts)."""
+    return jax.tree.map(lambda x: x[None], tree)
+
+
 def act(network: ActorCritic, params, carry, obs, reset, key, greedy: bool = False):
     """One step-mode call: obs `[N, D]`, reset `[N]` -> (carry, action `[N, ...]`, log_prob `[N]`, value `[N]`).
 
     Sampled actions, or the distribution's mode/mean when `greedy`; acting in training and evaluation both use it.
     """
-    carry, dist, value = network.apply(params, carry, obs[None], reset[None])
+    carry, dist, value = network.apply(params, carry, add_time(obs), reset[None])
     action = network.head.greedy(dist) if greedy else dist.sample(seed=key)
     return carry, action[0], dist.log_prob(action)[0], value[0]
 
@@ -171,21 +184,22 @@ def ppo_loss(params, network: ActorCritic, config: PPOConfig, carry, traj: Trans
 def make_ppo(config: PPOConfig) -> Algorithm:
     """PPO for one seed as an `Algorithm` (init, update) for the runner."""
     check_config(config)
-    env, env_params = make_env(config.env)
-    network = make_network(config, env, env_params)
+    env, env_params = config.make_env()
+    network = config.make_network(env, env_params)
     optimizer = make_optimizer(config)
-    num_envs = config.env.num_envs
+    num_envs = env.num_envs
+    metric_names = episode_metrics(env)
 
     def init(key):
         key, k_params, k_env = jax.random.split(key, 3)
         obs, env_state = env.reset(k_env, env_params)
         carry = network.initialize_carry((num_envs,))
         reset = jnp.ones((num_envs,), bool)
-        params = network.init(k_params, carry, obs[None], reset[None])
-        zero = jnp.zeros((), jnp.float32)
+        params = network.init(k_params, carry, add_time(obs), reset[None])
         return PPOState(
             params=params, opt_state=optimizer.init(params), env_state=env_state, obs=obs, reset=reset,
-            carry=carry, key=key, update=jnp.zeros((), jnp.int32), episode_return=zero, episode_length=zero,
+            carry=carry, key=key, update=jnp.zeros((), jnp.int32),
+            episode_stats={name: jnp.zeros((), jnp.float32) for name in metric_names},
         )
 
     def rollout_step(state: PPOState, _):
@@ -198,10 +212,8 @@ def make_ppo(config: PPOConfig) -> Algorithm:
         step = Transition(
             obs=state.obs, reset=state.reset, action=action, log_prob=log_prob, value=value, reward=reward, done=done
         )
-        log = EpisodeLog(
-            end=info["returned_episode"], ret=info["returned_episode_returns"],
-            length=info["returned_episode_lengths"].astype(jnp.float32),
-        )
+        log = {name: info[EPISODE_INFO[name]].astype(jnp.float32) for name in metric_names}
+        log["end"] = info["returned_episode"]
         return state.replace(env_state=env_state, obs=obs, reset=done, carry=carry, key=key), (step, log)
 
     def minibatch_step(train, batch):
@@ -223,7 +235,7 @@ def make_ppo(config: PPOConfig) -> Algorithm:
     def update(state: PPOState):
         start_carry = state.carry
         state, (traj, log) = jax.lax.scan(rollout_step, state, None, config.num_steps)
-        _, _, last_value = network.apply(state.params, state.carry, state.obs[None], state.reset[None])
+        _, _, last_value = network.apply(state.params, state.carry, add_time(state.obs), state.reset[None])
         advantages, targets = gae(traj.reward, traj.value, traj.done, last_value[0], config.gamma, config.gae_lambda)
 
         key, k_epochs = jax.random.split(state.key)
@@ -231,20 +243,16 @@ def make_ppo(config: PPOConfig) -> Algorithm:
             lambda train, k: epoch(train, k, start_carry, traj, advantages, targets),
             (state.params, state.opt_state), jax.random.split(k_epochs, config.update_epochs),
         )
-        ended = log.end.sum()
-        any_ended = ended > 0
-
-        def finished_mean(x):
-            return (x * log.end).sum() / jnp.maximum(ended, 1)
-
-        episode_return = jnp.where(any_ended, finished_mean(log.ret), state.episode_return)
-        episode_length = jnp.where(any_ended, finished_mean(log.length), state.episode_length)
+        ended = log["end"].sum()
+        episode_stats = {  # mean over the episodes that ended in this rollout; the last value when none did
+            name: jnp.where(ended > 0, (log[name] * log["end"]).sum() / jnp.maximum(ended, 1), last)
+            for name, last in state.episode_stats.items()
+        }
         state = state.replace(
-            params=params, opt_state=opt_state, key=key, update=state.update + 1,
-            episode_return=episode_return, episode_length=episode_length,
+            params=params, opt_state=opt_state, key=key, update=state.update + 1, episode_stats=episode_stats,
         )
         metrics = {name: value.mean() for name, value in stats.items()}
-        metrics.update(episode_return=episode_return, episode_length=episode_length, episodes=ended.astype(jnp.float32))
+        metrics.update(episode_stats, episodes=ended.astype(jnp.float32))
         return state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
 
     return Algorithm(init=init, update=update, num_updates=config.num_updates, steps_per_update=config.steps_per_update)

@@ -15,6 +15,7 @@ trained enemy policy), the STORM envs (``storm``, ``storm_2p``, ``storm_np``: a 
 not per-agent dicts) and the JaxRobotarium envs unless their optional package is installed.
 """
 
+from collections.abc import Mapping
 from functools import cached_property
 from typing import Any
 
@@ -26,6 +27,9 @@ import numpy as np
 from gymnax.environments import spaces
 from jaxmarl.environments import SUBMODULE_ENVIRONMENTS
 from jaxmarl.environments import spaces as marl_spaces
+from jaxmarl.environments.overcooked import overcooked_layouts
+from jaxmarl.environments.smax.heuristic_enemy_smax_env import EnemySMAX
+from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, SMAX
 
 from envs.registry import constructor_args, split_kwargs
 
@@ -107,13 +111,22 @@ class MultiAgentAdapter:
         return _to_gymnax_space(self._env.action_space(agent))
 
     @cached_property
+    def _mask_method(self) -> str | None:
+        """The env's own mask method: ``get_avail_actions`` (SMAX, ...), ``get_legal_moves`` (Hanabi) or None."""
+        for method in ("get_avail_actions", "get_legal_moves"):
+            if not hasattr(self._env, method):
+                continue
+            try:
+                jax.eval_shape(lambda key, m=method: getattr(self._env, m)(self._env.reset(key)[1]), jax.random.key(0))
+            except NotImplementedError:
+                continue
+            return method
+        return None
+
+    @property
     def has_avail_actions(self) -> bool:
         """Whether the env itself provides available-action masks."""
-        try:
-            jax.eval_shape(lambda key: self._env.get_avail_actions(self._env.reset(key)[1]), jax.random.key(0))
-        except NotImplementedError:
-            return False
-        return True
+        return self._mask_method is not None
 
     def avail_actions(self, state: Any) -> dict[str, jax.Array]:
         """Per-agent bool masks `[n]` of the actions available in ``state`` (all true where the env
@@ -123,7 +136,7 @@ class MultiAgentAdapter:
         if continuous:
             raise ValueError(f"{self.name}: action masks need Discrete action spaces; {continuous} act in Box spaces")
         if self.has_avail_actions:
-            masks = self._env.get_avail_actions(state)
+            masks = getattr(self._env, self._mask_method)(state)
             return {agent: jnp.asarray(masks[agent], bool) for agent in self.agents}
         return {agent: jnp.ones((space.n,), bool) for agent, space in action_spaces.items()}
 
@@ -139,10 +152,35 @@ def _as(tree: Any, dtype: Any) -> Any:
     return jax.tree.map(lambda x: jnp.asarray(x, dtype), tree)
 
 
+def _named(kind: str, value: Any, table: Mapping[str, Any]) -> Any:
+    """``table[value]`` for a name (as YAML configs give them), else ``value`` itself; ValueError on unknown names."""
+    if not isinstance(value, str):
+        return value
+    if value not in table:
+        raise ValueError(f"unknown {kind} {value!r}; accepted: {sorted(table)}")
+    return table[value]
+
+
+def _ctor_args(env: Any) -> list[str]:
+    """Constructor kwargs of a jaxmarl env; the SMAX-wrapping envs also pass SMAX's own on."""
+    names = constructor_args(type(env))
+    if isinstance(env, EnemySMAX):
+        names += [n for n in constructor_args(SMAX) if n not in names]
+    return names
+
+
 def make_jaxmarl(name: str, /, **kwargs: Any) -> tuple[MultiAgentAdapter, MultiAgentParams]:
-    """``jaxmarl.make(name, **kwargs)`` as a :class:`MultiAgentAdapter` (kwargs: constructor args)."""
+    """``jaxmarl.make(name, **kwargs)`` as a :class:`MultiAgentAdapter` (kwargs: constructor args).
+
+    Names stand for jaxmarl's objects: ``scenario="3m"`` (SMAX maps, ``smax.MAP_NAME_TO_SCENARIO``) and
+    ``layout="cramped_room"`` (``overcooked_layouts``).
+    """
     env = jaxmarl.make(name)
     if kwargs:
-        ctor_kwargs, _ = split_kwargs(PREFIX + name, kwargs, constructor_args(type(env)), MultiAgentParams())
+        ctor_kwargs, _ = split_kwargs(PREFIX + name, kwargs, _ctor_args(env), MultiAgentParams())
+        if "scenario" in ctor_kwargs:
+            ctor_kwargs["scenario"] = _named("SMAX scenario", ctor_kwargs["scenario"], MAP_NAME_TO_SCENARIO)
+        if "layout" in ctor_kwargs:
+            ctor_kwargs["layout"] = _named("overcooked layout", ctor_kwargs["layout"], overcooked_layouts)
         env = jaxmarl.make(name, **ctor_kwargs)
     return MultiAgentAdapter(env, name), MultiAgentParams()

@@ -201,6 +201,35 @@ class LogState:
     returned_episode_return: jax.Array
     returned_episode_length: jax.Array
 
+    @classmethod
+    def start(cls, env_state: Any, batch: tuple[int, ...]) -> "LogState":
+        """Zero counters of shape `batch`."""
+        zero_f, zero_i = jnp.zeros(batch, jnp.float32), jnp.zeros(batch, jnp.int32)
+        return cls(
+            env_state=env_state, episode_return=zero_f, episode_length=zero_i,
+            returned_episode_return=zero_f, returned_episode_length=zero_i,
+        )
+
+    def record(self, env_state: Any, reward: jax.Array, done: jax.Array) -> "LogState":
+        """The counters after a step with `reward`; `done` ends the episode (its return and length are kept)."""
+        ep_return = self.episode_return + jnp.asarray(reward, jnp.float32)
+        ep_length = self.episode_length + 1
+        return LogState(
+            env_state=env_state,
+            episode_return=jnp.where(done, 0.0, ep_return),
+            episode_length=jnp.where(done, 0, ep_length),
+            returned_episode_return=jnp.where(done, ep_return, self.returned_episode_return),
+            returned_episode_length=jnp.where(done, ep_length, self.returned_episode_length),
+        )
+
+    def info(self, done: jax.Array) -> dict[str, jax.Array]:
+        """The ``info`` entries :class:`LogWrapper` reports."""
+        return {
+            "returned_episode_returns": self.returned_episode_return,
+            "returned_episode_lengths": self.returned_episode_length,
+            "returned_episode": done,
+        }
+
 
 class LogWrapper(Wrapper):
     """Tracks episode return and length inside jit and reports them in ``info``.
@@ -218,12 +247,7 @@ class LogWrapper(Wrapper):
 
     def reset(self, key: jax.Array, params: Any = None) -> tuple[jax.Array, LogState]:
         obs, env_state = self._env.reset(key, params)
-        batch = self.batch_shape(obs, params)
-        zero_f, zero_i = jnp.zeros(batch, jnp.float32), jnp.zeros(batch, jnp.int32)
-        return obs, LogState(
-            env_state=env_state, episode_return=zero_f, episode_length=zero_i,
-            returned_episode_return=zero_f, returned_episode_length=zero_i,
-        )
+        return obs, LogState.start(env_state, self.batch_shape(obs, params))
 
     def step(self, key: jax.Array, state: LogState, action: Any, params: Any = None) -> tuple:
         obs, env_state, reward, terminated, truncated, info = self._env.step(key, state.env_state, action, params)
@@ -231,22 +255,8 @@ class LogWrapper(Wrapper):
             done = jnp.logical_or(terminated, truncated)
         else:
             done = jnp.asarray(info[self.episode_key], bool)
-        ep_return = state.episode_return + jnp.asarray(reward, jnp.float32)
-        ep_length = state.episode_length + 1
-        state = LogState(
-            env_state=env_state,
-            episode_return=jnp.where(done, 0.0, ep_return),
-            episode_length=jnp.where(done, 0, ep_length),
-            returned_episode_return=jnp.where(done, ep_return, state.returned_episode_return),
-            returned_episode_length=jnp.where(done, ep_length, state.returned_episode_length),
-        )
-        info = {
-            **info,
-            "returned_episode_returns": state.returned_episode_return,
-            "returned_episode_lengths": state.returned_episode_length,
-            "returned_episode": done,
-        }
-        return obs, state, reward, terminated, truncated, info
+        state = state.record(env_state, reward, done)
+        return obs, state, reward, terminated, truncated, {**info, **state.info(done)}
 
 
 @chex.dataclass(frozen=True)

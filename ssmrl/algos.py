@@ -32,6 +32,8 @@ class AlgoSpec:
 
 ALGOS: dict[str, AlgoSpec] = {
     "ppo": AlgoSpec("agents.ppo:PPOConfig", "agents.ppo:make_ppo", evaluate="agents.evaluate:evaluate_run"),
+    "mappo": AlgoSpec("agents.mappo:MAPPOConfig", "agents.ppo:make_ppo", evaluate="agents.evaluate:evaluate_run"),
+    "ippo": AlgoSpec("agents.mappo:IPPOConfig", "agents.ppo:make_ppo", evaluate="agents.evaluate:evaluate_run"),
     "s4wm": AlgoSpec("worldmodels.train_s4wm:S4WMConfig", "worldmodels.train_s4wm:make_s4wm",
                      finish="worldmodels.train_s4wm:finish"),
 }
