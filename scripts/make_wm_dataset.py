@@ -10,6 +10,7 @@ seed, policy); load them with `worldmodels.data.load_dataset`. Episodes are coll
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 
 import jax
@@ -19,15 +20,22 @@ import envs
 from worldmodels.data import FIELDS, collect, save_dataset
 
 
+@functools.cache
+def collector(env_name: str, env_kwargs_json: str, steps: int):
+    """(env, jitted `(key, n) -> collect(...)` of `steps` steps (0: the episode length), steps), built once per
+    env, kwargs (as JSON) and length, so repeated datasets of one env compile once."""
+    env, params = envs.make(env_name, **json.loads(env_kwargs_json))
+    steps = steps or int(params.max_steps_in_episode)
+    return env, jax.jit(lambda key, n: collect(env, params, key, n, steps), static_argnums=1), steps
+
+
 def make_dataset(env_name: str, out: str, episodes: int, seed: int, steps: int = 0, chunk: int = 16,
                  env_kwargs: dict | None = None):
     """Collect `episodes` episodes (`steps` per episode, 0: the env's episode length) and save them."""
     if episodes < 1 or chunk < 1:
         raise ValueError(f"episodes and chunk must be >= 1, got episodes={episodes}, chunk={chunk}")
     env_kwargs = dict(env_kwargs or {})
-    env, params = envs.make(env_name, **env_kwargs)
-    steps = steps or int(params.max_steps_in_episode)
-    run = jax.jit(lambda key, n: collect(env, params, key, n, steps), static_argnums=1)
+    env, run, steps = collector(env_name, json.dumps(env_kwargs, sort_keys=True), steps)
     parts, key = [], jax.random.PRNGKey(seed)
     for start in range(0, episodes, chunk):
         key, sub = jax.random.split(key)

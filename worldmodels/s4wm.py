@@ -14,16 +14,19 @@ a context carry, sampling z_t from the prior (`imagine`). At an episode start (r
 z_{t-1} and a_{t-1} are zeroed, so episodes in one sequence are independent.
 
 Loss (negative ELBO, per step averaged over T and B): sum-of-squares reconstruction + reward MSE + continue
-cross-entropy + KL, with DreamerV2's KL balancing and free nats:
+cross-entropy + KL, with KL balancing and free nats (DreamerV2's form and defaults):
   KL = alpha * max(KL(sg q || p), free) + (1 - alpha) * max(KL(q || sg p), free),  alpha = 0.8, free = 1 nat.
 
-Simplifications: latents are diagonal Gaussians; the paper's backbone block details (S4 block widths, MLP
-sizes) are configurable rather than fixed.
+What is the paper's (checked on its abstract and project page, fdeng18.github.io/s4wm): a latent-variable
+world model trained fully in parallel over sequences that imagines in latent space; the backbone is a stack of
+S4 blocks with a final MLP ("s4", `worldmodels.s4_blocks`); the baselines are RSSM (RNN; here "gru") and TSSM
+(Transformer; here "transformer"). Not checked against the paper (its body could not be read here), so ours:
+the posterior on o_t alone (what makes parallel training possible), diagonal Gaussian latents and their size,
+alpha = 0.8 and free = 1 nat (DreamerV2's values), layer widths and depths, the MLP heads, the continue head.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -33,19 +36,17 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssm import make_core
+from ssm.registry import CORES, build_named
+from worldmodels.s4_blocks import S4WMCore
 from worldmodels.transformer import CausalTransformerCore
+
+# Backbones by name: every `ssm` core, with "s4" replaced by S4WM's S4 blocks (final MLP), plus "transformer".
+BACKBONES = {**CORES, "s4": S4WMCore, "transformer": CausalTransformerCore}
 
 
 def make_backbone(name: str, **kwargs) -> nn.Module:
-    """A sequence core by name: any core of `ssm.make_core`, or "transformer" (`CausalTransformerCore`)."""
-    if name != "transformer":
-        return make_core(name, **kwargs)
-    fields = {f.name for f in dataclasses.fields(CausalTransformerCore)} - {"parent", "name"}
-    unknown = sorted(set(kwargs) - fields)
-    if unknown:
-        raise ValueError(f"core 'transformer' has no option(s) {unknown}; accepted: {sorted(fields)}")
-    return CausalTransformerCore(**kwargs)
+    """A sequence core of BACKBONES by name; ValueError naming an unknown name or option and the accepted ones."""
+    return build_named(BACKBONES, "core", name, kwargs)
 
 
 @chex.dataclass(frozen=True)

@@ -3,13 +3,16 @@
 Data: each update rolls `batch_size` fresh episodes of the env for `seq_len` steps with the env's data policy,
 inside the jitted update (no dataset is held in memory or closed over), then takes one optimiser step on
 the negative ELBO over the whole sequences (parallel mode). Offline datasets for other uses are written by
-`scripts/make_wm_dataset.py` (same collector, `worldmodels.data`).
+`scripts/make_wm_dataset.py` (same collector, `worldmodels.data`). Deviation: the paper's experiments are offline,
+on collected datasets (per a third-party summary; their size is not known here); fresh episodes every update
+never repeat a sequence.
 
 Evaluation (`finish`): `eval.num_episodes` episodes from a fixed seed; the model observes the first C
 (`eval.context`) frames, then imagines the next H (`eval.horizon`) open loop from the true actions. Reported:
-per-pixel MSE of imagined vs true frames (pixels in [0, 1]), PSNR, reward-prediction accuracy (predicted
-reward rounded to the nearest of {0, 1}), also on the rewarded steps only; `eval.json` and
-`imagination.png` (rows: real, imagined) in the run directory.
+per-pixel MSE of imagined vs true frames (pixels in [0, 1]), PSNR, and reward-prediction accuracy (predicted
+reward rounded to the nearest of {0, 1}, also on the rewarded steps only) both in imagination and while
+observing the context: the paper's project page reports reward prediction in both settings for Distracting
+Memory. Written: `eval.json` and `imagination.png` (rows: real, imagined) in the run directory.
 """
 
 from __future__ import annotations
@@ -178,39 +181,62 @@ def make_s4wm(config: S4WMConfig) -> Algorithm:
     return Algorithm(init=init, update=update, num_updates=config.train.num_updates, steps_per_update=batch * steps)
 
 
-def evaluate_imagination(setup: Setup, params, key, context: int, horizon: int, episodes: int) -> dict:
-    """Observe `context` frames of `episodes` fresh episodes, imagine `horizon` more from the true actions.
+def reward_hits(predicted, true):
+    """Reward prediction rounded to the nearest of {0, 1} == true reward: bool, same shape `[T, N]`."""
+    return jnp.clip(jnp.round(predicted), 0, 1) == true
 
-    Returns arrays: mse `[H]` (per imagined step, mean over episodes and pixels in [0, 1]), psnr `[H]`,
-    reward_hit `[H, N]` (rounded predicted reward == true), rewarded `[H, N]`, real and imagined frames
-    uint8 `[H, N, S, S, C]`.
-    """
-    k_data, k_obs, k_imag = jax.random.split(key, 3)
+
+def observe_context(setup: Setup, params, key, context: int, horizon: int, episodes: int):
+    """Roll `episodes` fresh episodes of `context + horizon` steps and observe the first `context` frames.
+    Returns (carry after the context, `model_inputs` of the whole episodes `[C + H, N, ...]`, observe outputs
+    `[C, N, ...]`)."""
+    k_data, k_obs = jax.random.split(key)
     data = collect(setup.env, setup.env_params, k_data, episodes, context + horizon)
     inputs = model_inputs(data, setup.env.num_actions)
-    ctx = jax.tree.map(lambda x: x[:context], inputs)
-    carry, _ = observe(setup, params, ctx, k_obs)
+    carry, seen = observe(setup, params, jax.tree.map(lambda x: x[:context], inputs), k_obs)
+    return carry, inputs, seen
+
+
+def score_imagination(setup: Setup, params, carry, inputs: dict, seen: dict, key) -> dict:
+    """Imagine the last H frames of `inputs` from `carry` with the true actions and score them (C = context
+    length of `seen`).
+
+    Returns arrays: mse `[H]` (per imagined step, mean over episodes and pixels in [0, 1]), psnr `[H]`,
+    reward_hit, rewarded `[H, N]` (imagined reward right; true reward > 0), context_reward_hit,
+    context_rewarded `[C, N]` (the same while observing the context, posterior mode), real and imagined
+    frames uint8 `[H, N, S, S, C]`.
+    """
+    context = seen["reward"].shape[0]
     actions = inputs["prev_actions"][context:]  # the action leading to each imagined frame
-    _, out = imagine(setup.model, params, carry, actions, k_imag, inputs["resets"][context:])
+    _, out = imagine(setup.model, params, carry, actions, key, inputs["resets"][context:])
     real = inputs["obs"][context:] + 0.5
     imagined = jnp.clip(out["frame"] + 0.5, 0.0, 1.0)
     per_frame = jnp.mean((imagined - real) ** 2, axis=tuple(range(2, real.ndim)))  # [H, N]
-    true_reward = inputs["rewards"][context:]
+    true_reward, context_reward = inputs["rewards"][context:], inputs["rewards"][:context]
     return dict(
         mse=per_frame.mean(1), psnr=jnp.mean(10.0 * jnp.log10(1.0 / jnp.maximum(per_frame, 1e-10)), 1),
-        reward_hit=jnp.clip(jnp.round(out["reward"]), 0, 1) == true_reward, rewarded=true_reward > 0,
+        reward_hit=reward_hits(out["reward"], true_reward), rewarded=true_reward > 0,
+        context_reward_hit=reward_hits(seen["reward"], context_reward), context_rewarded=context_reward > 0,
         real=(real * 255).astype(jnp.uint8), imagined=(imagined * 255).astype(jnp.uint8),
     )
 
 
+def evaluate_imagination(setup: Setup, params, key, context: int, horizon: int, episodes: int) -> dict:
+    """`observe_context` then `score_imagination`: observe C frames of fresh episodes, imagine and score H more."""
+    k_context, k_imagine = jax.random.split(key)
+    carry, inputs, seen = observe_context(setup, params, k_context, context, horizon, episodes)
+    return score_imagination(setup, params, carry, inputs, seen, k_imagine)
+
+
 def summarize(result: dict) -> dict[str, float]:
-    """Scalars of `evaluate_imagination`: mse, psnr, reward_accuracy, rewarded_accuracy (NaN if no reward)."""
-    hits, rewarded = np.asarray(result["reward_hit"]), np.asarray(result["rewarded"])
-    return dict(
-        mse=float(np.mean(result["mse"])), psnr=float(np.mean(result["psnr"])),
-        reward_accuracy=float(hits.mean()),
-        rewarded_accuracy=float(hits[rewarded].mean()) if rewarded.any() else float("nan"),
-    )
+    """Scalars of `evaluate_imagination`: mse, psnr, and reward accuracy over all steps and over the rewarded
+    steps only (NaN if none), in imagination (reward_*) and while observing the context (context_reward_*)."""
+    scores = dict(mse=float(np.mean(result["mse"])), psnr=float(np.mean(result["psnr"])))
+    for prefix in ("", "context_"):
+        hits, rewarded = np.asarray(result[f"{prefix}reward_hit"]), np.asarray(result[f"{prefix}rewarded"])
+        scores[f"{prefix}reward_accuracy"] = float(hits.mean())
+        scores[f"{prefix}rewarded_accuracy"] = float(hits[rewarded].mean()) if rewarded.any() else float("nan")
+    return scores
 
 
 def save_strip(path: Path, real, imagined, frames: int) -> None:
@@ -247,5 +273,5 @@ def finish(config: S4WMConfig, final_state, out_dir: Path) -> dict:
     }
     (out_dir / "eval.json").write_text(json.dumps(report, indent=2))
     print(f"s4wm eval: C={e.context} H={e.horizon} mse={report['mse']:.5f} psnr={report['psnr']:.2f} "
-          f"reward_acc={report['reward_accuracy']:.3f}")
+          f"reward_acc={report['reward_accuracy']:.3f} context_reward_acc={report['context_reward_accuracy']:.3f}")
     return report

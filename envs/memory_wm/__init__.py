@@ -3,7 +3,9 @@
     env, params = envs.make("memory_wm/FourRooms", image_size=64)
 
 Suites and rules: `rooms` (long-term imagination, teleport recall), `distracting_memory` (reward prediction),
-`multi_doors_keys` (memory-based reasoning); shared grid/rendering in `grid`.
+`multi_doors_keys` (memory-based reasoning); shared grid/rendering in `grid`. The paper's versions are 3D
+(rooms) and 2D worlds whose full specification was not available here: each module says which of its rules and
+settings are checked against the paper and which are ours (docs/worldmodels.md has the table).
 """
 
 from envs.memory_wm.distracting_memory import DistractingMemory

@@ -7,8 +7,11 @@ and change every step. Reward: +1 whenever the agent steps onto the target goal 
 otherwise (other goals give nothing). Predicting the reward therefore needs the cue from step 0.
 Observation: the whole arena top-down (agent white), `[image_size, image_size, 3]`. Episode: 500 steps.
 Data policy: uniformly random moves.
-Simplification: the paper's exact arena, goal count and rendering are not reproduced; this keeps its rule
-(cue at the start, distractors, reward on reaching the cued goal).
+
+What is the paper's (S4WM, Deng, Park, Ahn 2023; checked on its project page only): the suite name, that it
+tests reward prediction both while observing the sequence and in imagination, and that predicting the reward
+needs tracking the agent's position. Ours, not checked against the paper's body: the cue, the distractors,
+the arena and goal count, the 500-step episodes, C = 100 / H = 400 and the rendering.
 """
 
 from __future__ import annotations

@@ -16,7 +16,15 @@ through doorways (first along the row of rooms, then the column), then pick a ne
 Suites (episode lengths; the context C / imagination horizon H used in evaluation are in the configs):
   TwoRooms 1x2 rooms, 1000 steps; FourRooms 2x2, 1000 steps; TenRooms 2x5, 2000 steps;
   FourRoomsTeleport / TenRoomsTeleport: the same mazes, teleported back at step 500 / 1100.
-Simplification: the paper renders first-person 3D views; here the view is an egocentric top-down window.
+
+What is the paper's (S4WM, Deng, Park, Ahn 2023; checked on its abstract and project page only): the suite
+names and their tests (long-term imagination; context-dependent recall after a teleport), rooms that differ by
+colour and hold objects to remember ("struggling to memorize the objects and wall colors"), 500-step
+imagination in Four Rooms, sequences of up to 2000 steps. Ours, not checked against the paper's body: the
+room size and count of objects, episode lengths other than the 2000-step maximum, the teleport steps, C and
+H other than Four Rooms' H = 500, the data policy.
+Simplification: the paper renders first-person 3D views with coloured walls; here the view is an egocentric
+top-down window of cells and each room's floor carries its colour (a grid wall cell is shared by two rooms).
 """
 
 from __future__ import annotations

@@ -74,19 +74,20 @@ def test_rooms_moves_respect_walls(seed):
 def test_distracting_memory_cue_and_reward():
     env = DistractingMemory(arena=5, num_goals=3, num_distractors=2, image_size=SIZE, max_steps=30)
     params = env.default_params
-    obs, state = env.reset_env(jax.random.key(2), params)
+    reset, step = jax.jit(env.reset_env), jax.jit(env.step_env)
+    obs, state = reset(jax.random.key(2), params)
     cue = PALETTE[int(state.goal_colours[state.target])] / 255.0
     np.testing.assert_allclose(obs[0, 0], cue)  # border shows the cue at step 0 only
-    # Teleport next to the target goal and step onto it: reward 1; stay put on it (blocked move): reward 0.
+    # Put the agent next to the target goal and step onto it: reward 1; onto another goal: reward 0.
     goal = state.goals[state.target]
     state = state.replace(pos=goal - MOVES[1])
     state = state.replace(goals=jnp.where(jnp.all(state.goals == state.pos, -1)[:, None], goal + 100, state.goals))
-    obs, state, reward, *_ = env.step_env(jax.random.key(3), state, jnp.int32(1), params)
+    obs, state, reward, *_ = step(jax.random.key(3), state, jnp.int32(1), params)
     assert float(reward) == 1.0
     assert not np.array_equal(obs[0, 0], cue)
     other = (int(state.target) + 1) % 3
     state = state.replace(pos=state.goals[other] - MOVES[1])
-    _, _, reward, *_ = env.step_env(jax.random.key(4), state, jnp.int32(1), params)
+    _, _, reward, *_ = step(jax.random.key(4), state, jnp.int32(1), params)
     assert float(reward) == 0.0
 
 

@@ -1,4 +1,4 @@
-"""S4WM: parallel == step mode for every backbone, resets isolate episodes, the ELBO trains, bad input fails."""
+"""S4WM: parallel == step mode for the paper's backbones, resets isolate episodes, the ELBO trains, bad input fails."""
 
 import functools
 
@@ -11,11 +11,9 @@ import pytest
 from worldmodels.s4wm import S4WM, LossWeights, elbo_loss, imagine, make_backbone
 from worldmodels.transformer import CausalTransformerCore
 
-T, B, SIZE, A = 6, 2, 16, 4
+T, B, SIZE, A = 6, 2, 8, 4
 CORE_KWARGS = {
     "s4": dict(d_model=16, n_layers=1, state_size=8),
-    "s5": dict(d_model=16, n_layers=1, state_size=8),
-    "mamba": dict(d_model=16, n_layers=1),
     "gru": dict(features=16),
     "transformer": dict(d_model=16, n_layers=1, n_heads=2, window=4),
 }
@@ -41,17 +39,18 @@ def compiled(backbone: str):
     """(model, params, jitted observe, jitted one-step backbone) for a backbone, built once per module."""
     model = tiny_model(backbone)
     obs, actions, resets = batch(jax.random.key(0))
-    params = model.init(jax.random.key(1), model.initial_carry((B,)), obs, actions, resets, jax.random.key(2),
-                        method=S4WM.observe)
+    params = jax.jit(lambda k: model.init(k, model.initial_carry((B,)), obs, actions, resets, jax.random.key(2),
+                                          method=S4WM.observe))(jax.random.key(1))
     observe = jax.jit(lambda p, c, o, a, r, k: model.apply(p, c, o, a, r, k, method=S4WM.observe))
     sequence = jax.jit(lambda p, c, z, a, r: model.apply(p, c, z, a, r, method=S4WM.sequence))
     return model, params, observe, sequence
 
 
-@pytest.mark.parametrize("backbone", list(CORE_KWARGS))
+@pytest.mark.parametrize("backbone", ["s4", "gru", "transformer"])
 def test_parallel_mode_matches_step_mode(backbone):
     """h_t from `observe` over the whole sequence == h_t from stepping the backbone with the same z, a, resets;
-    and the carry `observe` returns continues the sequence like stepping does."""
+    and the carry `observe` returns continues the sequence like stepping does. The paper's three backbones (S4WM,
+    RSSM, TSSM); every `ssm` core's own parallel == step property is tested in tests/ssm."""
     model, params, observe, sequence = compiled(backbone)
     obs, actions, resets = batch(jax.random.key(3))
     carry0 = model.initial_carry((B,))
@@ -100,7 +99,7 @@ def test_imagine_reset_and_shapes():
 
 def test_elbo_terms_finite_and_decreasing():
     """A few Adam steps on one tiny batch: every ELBO term finite, the loss and reconstruction go down."""
-    model, params, _, _ = compiled("s4")
+    model, params, _, _ = compiled("gru")
     _, actions, resets = batch(jax.random.key(10))
     colours = jax.random.uniform(jax.random.key(11), (T, B, 1, 1, 3)) - 0.5  # one flat colour per frame
     obs = jnp.broadcast_to(colours, (T, B, SIZE, SIZE, 3))
@@ -141,6 +140,20 @@ def test_transformer_step_equals_sequence_beyond_window():
     np.testing.assert_allclose(jnp.concatenate([y1, y2]), y, atol=1e-5)
 
 
+def test_s4_backbone_blocks_end_in_mlp():
+    """"s4" is S4WM's stack: each S4 block ends in an MLP of mlp_ratio * d_model hidden units (default 2);
+    mlp_ratio=0 is the plain S4 stack; a bad ratio is refused by name."""
+    _, params, _, _ = compiled("s4")
+    core = params["params"]["core"]
+    assert {"block_0", "mlp_0"} <= set(core) and core["mlp_0"]["hidden"]["kernel"].shape == (16, 32)
+    plain = make_backbone("s4", d_model=4, n_layers=1, state_size=2, mlp_ratio=0)
+    x = jnp.zeros((3, 1, 2))
+    shapes = jax.eval_shape(lambda: plain.init(jax.random.key(0), plain.initialize_carry((1,)), x))
+    assert set(shapes["params"]) == {"encoder", "block_0"}
+    with pytest.raises(ValueError, match="mlp_ratio must be an integer >= 0, got -1"):
+        make_backbone("s4", mlp_ratio=-1).initialize_carry((1,))
+
+
 def test_bad_backbone_and_image_size():
     with pytest.raises(ValueError, match="unknown core 'nope'"):
         make_backbone("nope")
@@ -149,7 +162,7 @@ def test_bad_backbone_and_image_size():
     model = S4WM(obs_shape=(12, 12, 3), action_dim=A, backbone="gru", core_kwargs=dict(features=8))
     obs, actions, resets = batch(jax.random.key(0))
     with pytest.raises(ValueError, match="side 4 \\* 2\\^k"):
-        model.init(jax.random.key(0), model.initial_carry((B,)), obs[..., :12, :12, :], actions, resets,
+        model.init(jax.random.key(0), model.initial_carry((B,)), jnp.zeros((T, B, 12, 12, 3)), actions, resets,
                    jax.random.key(1), method=S4WM.observe)
     with pytest.raises(ValueError, match="unknown core 'lstmx'"):
         S4WM(obs_shape=(SIZE, SIZE, 3), action_dim=A, backbone="lstmx").init(
@@ -185,7 +198,8 @@ def test_trainer_updates_and_evaluation(tmp_path):
     report = finish(tiny_config(), state, tmp_path)
     saved = json.loads((tmp_path / "eval.json").read_text())
     assert saved["context"] == 5 and saved["horizon"] == 5 and len(saved["mse_per_step_seed0"]) == 5
-    assert 0.0 <= report["mse"] <= 1.0 and 0.0 <= report["reward_accuracy"] <= 1.0
+    assert 0.0 <= report["mse"] <= 1.0
+    assert all(0.0 <= report[k] <= 1.0 for k in ("reward_accuracy", "context_reward_accuracy"))
     assert (tmp_path / "imagination.png").stat().st_size > 0
 
 
@@ -196,17 +210,11 @@ def test_bad_config():
         build(tiny_config(seq_len=50))
 
 
-def test_dataset_round_trip_reproducible(tmp_path):
+def test_dataset_round_trip_reproducible(tmp_path, load_script):
     """The generator's files load back with the documented shapes, and the same seed gives the same data."""
-    import importlib.util
-    from pathlib import Path
-
     from worldmodels.data import load_dataset, model_inputs
 
-    spec = importlib.util.spec_from_file_location(
-        "make_wm_dataset", Path(__file__).parents[2] / "scripts" / "make_wm_dataset.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_script("make_wm_dataset")
     kwargs = {"image_size": SIZE, "max_steps": 4, "arena": 4}
     for name in ("a", "b"):
         script.make_dataset("memory_wm/DistractingMemory", tmp_path / name, episodes=4, seed=7, steps=6, chunk=2,
