@@ -68,18 +68,22 @@ def run_one(base, env_name: str, core: str, seeds: int, total_timesteps: int | N
 
 
 def summarize(paths: list[str]) -> None:
-    """Prints a pivot of sweep results (jsonl files): one row per env, final return per core, then SPS per core."""
+    """Prints a pivot of sweep results (jsonl files; a later row of the same env and core wins): one table per
+    difficulty, one row per env (alphabetical), final return per core, then the median SPS per core."""
     rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
     cores = [c for c in CORE_PRESETS if any(r["core"] == c for r in rows)]
     table = {(r["env"], r["core"]): r for r in rows}
-    envs = list(dict.fromkeys(r["env"] for r in rows))
-    print("| env | " + " | ".join(cores) + " |\n|---|" + "---:|" * len(cores))
-    for env in envs:
-        cells = [f"{table[env, c]['final_mean']:.3f} +- {table[env, c]['final_std']:.3f}" if (env, c) in table else "-"
-                 for c in cores]
-        print(f"| {env} | " + " | ".join(cells) + " |")
+    for difficulty in ("Easy", "Medium", "Hard"):
+        envs = sorted({r["env"] for r in rows if r["env"].endswith("-" + difficulty)})
+        if not envs:
+            continue
+        print(f"\n**{difficulty}**\n\n| env | " + " | ".join(cores) + " |\n|---|" + "---:|" * len(cores))
+        for env in envs:
+            cells = [f"{table[env, c]['final_mean']:.3f} +- {table[env, c]['final_std']:.3f}"
+                     if (env, c) in table else "-" for c in cores]
+            print(f"| {env.removesuffix('-' + difficulty)} | " + " | ".join(cells) + " |")
     sps = {c: np.median([r["sps"] for r in rows if r["core"] == c]) for c in cores}
-    print("| median SPS (all seeds) | " + " | ".join(f"{sps[c]:,.0f}" for c in cores) + " |")
+    print("\n| median SPS (all seeds) | " + " | ".join(f"{sps[c]:,.0f}" for c in cores) + " |")
 
 
 def main() -> None:
