@@ -67,8 +67,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     missing = [str(r) for r in args.runs if not (r / "metrics.csv").is_file()]
     if missing:
-        sys.exit(f"summarize_runs: no metrics.csv in {missing}")
-    rows = [summarize_run(r, args.tail) for r in args.runs]
+        print(f"summarize_runs: skipped {missing} (no metrics.csv)", file=sys.stderr)
+    rows = [summarize_run(r, args.tail) for r in args.runs if str(r) not in missing]
+    if not rows:
+        sys.exit("summarize_runs: no run to summarize")
     print(markdown(rows))
     if args.jsonl:
         with args.jsonl.open("a") as f:
