@@ -2,17 +2,21 @@
 
     python scripts/bench_scan.py                 # preset for the default backend (cpu or gpu)
     python scripts/bench_scan.py --steps 1024 --sizes 64x1024 --dtypes complex64
+    python scripts/bench_scan.py --methods pallas --pallas-layouts 512x4 256x8 1024x4x8 --no-grad   # tuning
 
 Bandwidth counts the bytes a fused scan must move: read a and b, write h (resets are negligible), and is
 compared with the device's measured copy bandwidth (read + write of one large array). The method
 "associative_flag" is the common alternative that carries the reset flag as a third scan element instead of
-folding it into `a`. Prints a markdown table.
+folding it into `a`; "pallas" is the fused kernel (GPU only: off GPU it would run in interpret mode, which
+says nothing about speed, so it is skipped). `--pallas-layouts BLOCKxUNROLL[xWARPS] ...` adds rows for the
+kernel with those layouts next to its default one. Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import functools
 import statistics
 import sys
 import time
@@ -21,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ssm.kernels import on_gpu, pallas_reset_scan
 from ssm.scan import METHODS, reset_scan
 
 PRESETS = {
@@ -59,6 +64,18 @@ def make_inputs(steps, batch, state, dtype, key):
     return a, b, resets
 
 
+def scan_variants(methods, pallas_layouts, chunk):
+    """{row name: scan(a, b, resets)}: the chosen methods, then the kernel at each extra layout."""
+    variants = {m: functools.partial(reset_scan, method=m, chunk_size=chunk) for m in methods}
+    for layout in pallas_layouts:
+        parts = layout.lower().split("x")
+        if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
+            raise ValueError(f"--pallas-layouts: {layout!r} is not BLOCKxUNROLL or BLOCKxUNROLLxWARPS (e.g. 512x4)")
+        knobs = dict(zip(("block_size", "unroll", "num_warps"), map(int, parts), strict=False))
+        variants[f"pallas {layout}"] = functools.partial(pallas_reset_scan, **knobs)
+    return variants
+
+
 def main(argv=None):
     preset = PRESETS["cpu" if jax.default_backend() == "cpu" else "gpu"]
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -68,10 +85,17 @@ def main(argv=None):
     methods = [m for m in METHODS if m != "auto"]
     parser.add_argument("--methods", nargs="+", default=methods, choices=methods)
     parser.add_argument("--chunk", type=int, default=64, help="chunk size of the chunked methods")
+    parser.add_argument("--pallas-layouts", nargs="*", default=[], metavar="BLOCKxUNROLL[xWARPS]",
+                        help="extra kernel layouts to time (GPU only), e.g. 512x4 1024x2x8")
     parser.add_argument("--max-elements", type=int, default=preset["max_elements"], help="skip larger T*B*P")
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--no-grad", action="store_true", help="time the forward pass only")
     args = parser.parse_args(argv)
+    if not on_gpu() and ("pallas" in args.methods or args.pallas_layouts):
+        print("# pallas skipped: off GPU the kernel runs in interpret mode, not worth timing", file=sys.stderr)
+        args.methods = [m for m in args.methods if m != "pallas"]
+        args.pallas_layouts = []
+    variants = scan_variants(args.methods, args.pallas_layouts, args.chunk)
 
     device = jax.devices()[0]
     copy = copy_bandwidth(args.reps)
@@ -85,15 +109,12 @@ def main(argv=None):
                     continue
                 a, b, resets = make_inputs(steps, batch, state, dtype, jax.random.key(0))
                 moved = 3 * a.nbytes
-                for method in args.methods:
-                    fwd = jax.jit(lambda a, b, r, m=method: reset_scan(a, b, r, method=m, chunk_size=args.chunk))
+                for method, scan in variants.items():
                     try:
-                        t_fwd = timed(fwd, a, b, resets, reps=args.reps)
+                        t_fwd = timed(jax.jit(scan), a, b, resets, reps=args.reps)
                         t_bwd = float("nan")
                         if not args.no_grad:
-                            loss = lambda a, b, r, m=method: jnp.sum(
-                                jnp.abs(reset_scan(a, b, r, method=m, chunk_size=args.chunk)) ** 2
-                            )
+                            loss = lambda a, b, r, scan=scan: jnp.sum(jnp.abs(scan(a, b, r)) ** 2)
                             t_bwd = timed(jax.jit(jax.grad(loss, argnums=(0, 1))), a, b, resets, reps=args.reps)
                     except Exception as err:  # noqa: BLE001 - e.g. out of memory: a row that says so
                         print(f"# {method} {dtype_name} T={steps} {size}: {err}"[:300], file=sys.stderr)

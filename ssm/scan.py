@@ -6,6 +6,9 @@ scan needs no third element. All methods agree with the sequential reference to 
 Shapes: `b` is `[T, ...]`; `a` broadcasts against `b` (a per-state decay `[P]`, `[T, 1, P]`, or full);
 `resets` is `[T, *lead]` with `lead` a prefix of `b.shape[1:]` (e.g. `[T, B]` for `b` of `[T, B, P]`);
 `h0` broadcasts against `b.shape[1:]`. Returns every state `h` of shape `b.shape`; `h[-1]` is the carry.
+
+Method "pallas" is the fused GPU kernel of `ssm.kernels.pallas_scan` (one pass over a and b, resets and h0
+applied inside, fused backward); opt-in until it is checked on a GPU.
 """
 
 from __future__ import annotations
@@ -13,7 +16,9 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-METHODS = ("sequential", "associative", "chunked", "associative_flag", "auto")
+from ssm.kernels import SUPPORTED_DTYPES, pallas_reset_scan
+
+METHODS = ("sequential", "associative", "chunked", "associative_flag", "pallas", "auto")
 DEFAULT_CHUNK = 64
 
 
@@ -146,12 +151,18 @@ def _associative_flag(a, b, resets, h0):
     return jax.lax.associative_scan(_binary_op_with_flag, (a, b, flags))[1]
 
 
-def auto_method() -> str:
+def xla_method() -> str:
     """The fastest XLA method for the default backend (measured; see docs/benchmarks.md).
 
     CPU: one sequential pass. GPU: the associative scan (the sequential one pays a kernel launch per step).
     """
     return "sequential" if jax.default_backend() == "cpu" else "associative"
+
+
+def auto_method() -> str:
+    """`xla_method()` for now: the fused Pallas kernel stays opt-in (`method="pallas"`) until its GPU exactness
+    check (`scripts/check_scan_kernel.py`) has passed on the device; then "auto" is to pick it on a GPU."""
+    return xla_method()
 
 
 def reset_scan(a, b, resets=None, h0=None, method: str = "auto", chunk_size: int = DEFAULT_CHUNK):
@@ -162,7 +173,9 @@ def reset_scan(a, b, resets=None, h0=None, method: str = "auto", chunk_size: int
       b: input `[T, ...]`.
       resets: optional bool `[T, *lead]`, a prefix of `b`'s shape; True at t means h_t ignores h_{t-1}.
       h0: optional carry from the previous call, broadcastable to `b.shape[1:]`.
-      method: one of `METHODS`; "auto" picks the fastest for the backend.
+      method: one of `METHODS`; "auto" picks the fastest for the backend. "pallas" runs the fused kernel (in
+        Pallas interpret mode off GPU: slow, for tests) for float32/complex64 and non-empty b, and falls back to
+        `xla_method()` otherwise. Its gradients come from a custom VJP: reverse mode only, no `jax.jvp`.
       chunk_size: chunk length C for method "chunked".
     Returns:
       `h` of shape `b.shape`, dtype `result_type(a, b)`.
@@ -174,6 +187,10 @@ def reset_scan(a, b, resets=None, h0=None, method: str = "auto", chunk_size: int
     a, b, resets, h0 = _check(a, b, resets, h0)
     if method == "auto":
         method = auto_method()
+    if method == "pallas":
+        if jnp.result_type(a, b) in SUPPORTED_DTYPES and b.size:
+            return pallas_reset_scan(a, b, resets, h0)
+        method = xla_method()
     if method == "associative_flag":
         return _associative_flag(a, b, resets, h0)
     a, b = _fold(a, b, resets, h0)
