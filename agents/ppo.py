@@ -255,7 +255,26 @@ def make_ppo(config: PPOConfig) -> Algorithm:
         metrics.update(episode_stats, episodes=ended.astype(jnp.float32))
         return state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
 
-    return Algorithm(init=init, update=update, num_updates=config.num_updates, steps_per_update=config.steps_per_update)
+    def batch_axes(state: PPOState) -> PPOState:
+        per_env = env_batch_leaves(config, env_params, num_envs)
+        return jax.tree.map(lambda _: False, state).replace(
+            env_state=jax.tree.unflatten(jax.tree.structure(state.env_state), per_env),
+            obs=jax.tree.map(lambda _: True, state.obs), reset=True, carry=jax.tree.map(lambda _: True, state.carry),
+        )
+
+    return Algorithm(init=init, update=update, num_updates=config.num_updates, steps_per_update=config.steps_per_update,
+                     batch_axes=batch_axes)
+
+
+def env_batch_leaves(config: PPOConfig, env_params, num_envs: int) -> list[bool]:
+    """Per leaf of the env state: whether its leading size follows the number of envs (one slice per env), found by
+    tracing `reset` with `num_envs` and `num_envs + 1` envs; shared leaves (e.g. observation statistics) are False."""
+
+    def shapes(n):
+        env, _ = config.make_env(n)
+        return jax.tree.leaves(jax.eval_shape(lambda key: env.reset(key, env_params)[1], jax.random.PRNGKey(0)))
+
+    return [a.shape[:1] != b.shape[:1] for a, b in zip(shapes(num_envs), shapes(num_envs + 1), strict=True)]
 
 
 def make_train(config: PPOConfig):

@@ -1,6 +1,6 @@
 """`ssmrl train CONFIG [key=value ...]` and `ssmrl evaluate RUN_DIR [options]`.
 
-A config file's top level sets the run (`algo`, `out_dir`, `seed`, `num_seeds`, `checkpoint_every`, ...; see
+A config file's top level sets the run (`algo`, `out_dir`, `seed`, `num_seeds`, `num_devices`, `mesh`, ...; see
 `ssmrl.runner.RunSettings`) and the section named after the algo sets the trainer (e.g. `ppo:` -> `PPOConfig`).
 Overrides are dotted keys with YAML values; keys of the trainer's section may drop the section name
 (`core=gru` is `ppo.core=gru`).
@@ -18,6 +18,7 @@ import numpy as np
 
 from ssmrl.algos import ALGOS, algo_spec
 from ssmrl.config import apply_overrides, config_to_dict, load_yaml, parse_config
+from ssmrl.distributed import initialize_from_env
 from ssmrl.runner import RunSettings, TrainingDiverged, run
 
 RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunSettings))
@@ -92,6 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     eval_parser.add_argument("run_dir", help="a run's output folder (holds config.yaml and checkpoints/)")
     args, rest = parser.parse_known_args(argv)
     try:
+        initialize_from_env()
         if args.command == "train":
             if rest:
                 parser.error(f"unrecognised arguments {rest}; overrides are key=value")

@@ -5,10 +5,16 @@ The states of all seeds are stacked (`jax.vmap(init)`), `update` is vmapped over
 inside the compiled program (`io_callback`) for tensorboard, CSV and the progress bar. Between intervals the
 stacked state is checkpointed, so `resume` restarts from the last interval and reproduces the metrics of an
 uninterrupted run bit for bit.
+
+The state lives on a ("seed", "data") device mesh (`ssmrl.sharding`; `num_devices`, `mesh` settings): seeds over
+"seed", envs over "data", parameters replicated; XLA inserts the gradient all-reduces. In a multi-process run
+(`ssmrl.distributed`) every process runs this same loop and only process 0 writes config, metrics and logs
+(checkpoints are written by orbax, which coordinates the processes).
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Any
@@ -17,11 +23,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax.experimental import io_callback
+from jax.sharding import Mesh
 
 from ssmrl.algorithm import Algorithm
 from ssmrl.checkpoint import Checkpointer
 from ssmrl.config import save_yaml
+from ssmrl.distributed import is_primary
 from ssmrl.logger import MetricsLogger
+from ssmrl.sharding import algorithm_mesh, make_mesh, replicated, state_shardings, with_shardings
 
 
 class TrainingDiverged(RuntimeError):
@@ -31,7 +40,8 @@ class TrainingDiverged(RuntimeError):
 @dataclasses.dataclass(frozen=True)
 class RunSettings:
     """The top level of a config file: which trainer (its options are the section named after it), where the
-    run writes (default: runs/<config file name>), seeds, checkpoints and logging."""
+    run writes (default: runs/<config file name>), seeds, checkpoints, logging, and the devices: `num_devices`
+    (0: all) arranged as `mesh` [seed, data] (empty: [1, num_devices]); see `ssmrl.sharding`."""
 
     algo: str = "ppo"
     out_dir: str = ""
@@ -42,10 +52,14 @@ class RunSettings:
     resume: bool = False
     tensorboard: bool = True
     progress: bool = True
+    num_devices: int = 0
+    mesh: tuple[int, ...] = ()
 
 
-HOUSEKEEPING = ("out_dir", "resume", "checkpoint_every", "keep_checkpoints", "tensorboard", "progress")
-"""Run settings that do not change what is trained (a resumed run may change them)."""
+HOUSEKEEPING = ("out_dir", "resume", "checkpoint_every", "keep_checkpoints", "tensorboard", "progress", "num_devices",
+                "mesh")
+"""Run settings that do not change what is trained (a resumed run may change them; results on another device
+count agree up to float rounding)."""
 
 
 def seed_keys(seed: int, num_seeds: int) -> jax.Array:
@@ -53,29 +67,47 @@ def seed_keys(seed: int, num_seeds: int) -> jax.Array:
     return jax.random.split(jax.random.PRNGKey(seed), num_seeds)
 
 
-def initial_state(algorithm: Algorithm, settings: RunSettings):
-    """The stacked state `[num_seeds, ...]` of a fresh run."""
-    return jax.jit(jax.vmap(algorithm.init))(seed_keys(settings.seed, settings.num_seeds))
+def abstract_state(algorithm: Algorithm, settings: RunSettings):
+    """Shape structs of the stacked state `[num_seeds, ...]` (nothing is computed)."""
+    return jax.eval_shape(jax.vmap(algorithm.init), jax.ShapeDtypeStruct((settings.num_seeds, 2), jnp.uint32))
 
 
-def restore_state(checkpoints: Checkpointer, step: int | None, algorithm: Algorithm, settings: RunSettings):
+def placement(algorithm: Algorithm, settings: RunSettings, mesh: Mesh | None = None):
+    """(shape structs of the stacked state, their NamedShardings on `mesh`; None: one device)."""
+    abstract = abstract_state(algorithm, settings)
+    return abstract, state_shardings(algorithm, mesh or make_mesh(1), abstract)
+
+
+def initial_state(algorithm: Algorithm, settings: RunSettings, mesh: Mesh | None = None):
+    """The stacked state `[num_seeds, ...]` of a fresh run, placed on `mesh` (None: one device)."""
+    _, shardings = placement(algorithm, settings, mesh)
+    return jax.jit(jax.vmap(algorithm.init), out_shardings=shardings)(seed_keys(settings.seed, settings.num_seeds))
+
+
+def restore_state(checkpoints: Checkpointer, step: int | None, algorithm: Algorithm, settings: RunSettings,
+                  mesh: Mesh | None = None):
     """The stacked state saved at `step` (None: the latest), restored into the shapes and dtypes of a fresh run's
-    state (abstract: the fresh state is not computed)."""
-    return checkpoints.restore(step, target=jax.eval_shape(lambda: initial_state(algorithm, settings)))
+    state, placed on `mesh` (None: one device) whatever device count it was saved from."""
+    return checkpoints.restore(step, target=with_shardings(*placement(algorithm, settings, mesh)))
 
 
-def make_interval(algorithm: Algorithm, logger: MetricsLogger):
-    """jit((state, updates int32 [n]) -> (state, metrics [n, num_seeds])): n updates, streaming metrics."""
+def make_interval(algorithm: Algorithm, logger: MetricsLogger | None, shardings, mesh: Mesh):
+    """jit((state, updates int32 [n]) -> (state, metrics [n, num_seeds])): n updates on `mesh`, streaming metrics
+    to `logger` (None: not logged, e.g. on processes other than 0). The callback gets the whole metrics once per
+    update."""
 
     def log(update, metrics):
-        logger.log(int(update), {name: np.asarray(value) for name, value in metrics.items()})
+        if logger is not None:
+            logger.log(int(update), {name: np.asarray(value) for name, value in metrics.items()})
 
     def body(state, update):
         state, metrics = jax.vmap(algorithm.update)(state)
+        metrics = jax.lax.with_sharding_constraint(metrics, replicated(mesh))  # gathered once, then handed over
         io_callback(log, None, update, metrics, ordered=True)
         return state, metrics
 
-    return jax.jit(lambda state, updates: jax.lax.scan(body, state, updates), donate_argnums=0)
+    return jax.jit(lambda state, updates: jax.lax.scan(body, state, updates), donate_argnums=0,
+                   in_shardings=(shardings, replicated(mesh)), out_shardings=(shardings, replicated(mesh)))
 
 
 def check_finite(metrics: dict[str, np.ndarray], first_update: int, last_good: int | None) -> None:
@@ -103,9 +135,11 @@ def run(algorithm: Algorithm, settings: RunSettings, resolved: dict[str, Any], t
     """Trains all seeds to `algorithm.num_updates`, checkpointing every `checkpoint_every` updates.
 
     `resolved` is the whole resolved config: written to `out_dir/config.yaml` and stored with every checkpoint;
-    on resume it must match the stored one (apart from `resume`). Returns (stacked final state, metrics
-    {name: [updates run now, num_seeds]}).
+    on resume it must match the stored one (apart from the HOUSEKEEPING keys). Returns (stacked final state,
+    metrics {name: [updates run now, num_seeds]}).
     """
+    mesh = algorithm_mesh(algorithm, settings.num_devices, settings.mesh)
+    _, shardings = placement(algorithm, settings, mesh)
     out_dir = Path(settings.out_dir)
     checkpoints = Checkpointer(out_dir / "checkpoints", keep=settings.keep_checkpoints)
     metadata = {"run": {key: value for key, value in resolved.items() if key not in HOUSEKEEPING}}
@@ -125,20 +159,25 @@ def run(algorithm: Algorithm, settings: RunSettings, resolved: dict[str, Any], t
                 "with the same config (its copy is out_dir/config.yaml)"
             )
         start = latest
-    save_yaml(resolved, out_dir / "config.yaml")
-    state = restore_state(checkpoints, start, algorithm, settings) if start else initial_state(algorithm, settings)
+    if is_primary():
+        save_yaml(resolved, out_dir / "config.yaml")
+    if start:
+        state = restore_state(checkpoints, start, algorithm, settings, mesh)
+    else:
+        state = initial_state(algorithm, settings, mesh)
     if start >= algorithm.num_updates:
         return state, {}
     history: list[dict[str, np.ndarray]] = []
-    with MetricsLogger(
+    logging = MetricsLogger(
         out_dir, algorithm.num_updates, algorithm.steps_per_update, settings.num_seeds, start_update=start,
         tensorboard=settings.tensorboard, progress=settings.progress, title=title,
-    ) as logger:
-        interval = make_interval(algorithm, logger)
+    ) if is_primary() else contextlib.nullcontext()
+    with logging as logger:
+        interval = make_interval(algorithm, logger, shardings, mesh)
         done = start
         while done < algorithm.num_updates:
             n = min(settings.checkpoint_every, algorithm.num_updates - done)
-            state, metrics = interval(state, jnp.arange(done + 1, done + n + 1, dtype=jnp.int32))
+            state, metrics = interval(state, np.arange(done + 1, done + n + 1, dtype=np.int32))
             metrics = jax.device_get(metrics)
             check_finite(metrics, done + 1, checkpoints.latest_step())
             history.append(metrics)
