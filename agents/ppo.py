@@ -18,6 +18,7 @@ observation, as popjaxrl and PureJaxRL do.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Literal
 
 import chex
@@ -255,8 +256,10 @@ def make_ppo(config: PPOConfig) -> Algorithm:
         metrics.update(episode_stats, episodes=ended.astype(jnp.float32))
         return state, jax.tree.map(lambda m: m.astype(jnp.float32), metrics)
 
+    per_env_leaves = functools.cache(lambda: env_batch_leaves(config, env_params, num_envs))  # builds 2 envs: once
+
     def batch_axes(state: PPOState) -> PPOState:
-        per_env = env_batch_leaves(config, env_params, num_envs)
+        per_env = per_env_leaves()
         return jax.tree.map(lambda _: False, state).replace(
             env_state=jax.tree.unflatten(jax.tree.structure(state.env_state), per_env),
             obs=jax.tree.map(lambda _: True, state.obs), reset=True, carry=jax.tree.map(lambda _: True, state.carry),
