@@ -206,9 +206,10 @@ def make_ppo(config: PPOConfig) -> Algorithm:
     def rollout_step(state: PPOState, _):
         key, k_act, k_env = jax.random.split(state.key, 3)
         carry, action, log_prob, value = act(network, state.params, state.carry, state.obs, state.reset, k_act)
-        obs, env_state, reward, terminated, truncated, info = env.step(
-            k_env, state.env_state, network.head.env_action(action), env_params
-        )
+        with jax.named_scope("env_step"):
+            obs, env_state, reward, terminated, truncated, info = env.step(
+                k_env, state.env_state, network.head.env_action(action), env_params
+            )
         done = jnp.logical_or(terminated, truncated)
         step = Transition(
             obs=state.obs, reset=state.reset, action=action, log_prob=log_prob, value=value, reward=reward, done=done
@@ -235,15 +236,18 @@ def make_ppo(config: PPOConfig) -> Algorithm:
 
     def update(state: PPOState):
         start_carry = state.carry
-        state, (traj, log) = jax.lax.scan(rollout_step, state, None, config.num_steps)
-        _, _, last_value = network.apply(state.params, state.carry, add_time(state.obs), state.reset[None])
-        advantages, targets = gae(traj.reward, traj.value, traj.done, last_value[0], config.gamma, config.gae_lambda)
-
+        with jax.named_scope("rollout"):  # the scopes name the stages in profiles (scripts/bench_ppo.py --profile)
+            state, (traj, log) = jax.lax.scan(rollout_step, state, None, config.num_steps)
+        with jax.named_scope("advantages"):
+            _, _, last_value = network.apply(state.params, state.carry, add_time(state.obs), state.reset[None])
+            advantages, targets = gae(traj.reward, traj.value, traj.done, last_value[0], config.gamma,
+                                      config.gae_lambda)
         key, k_epochs = jax.random.split(state.key)
-        (params, opt_state), stats = jax.lax.scan(
-            lambda train, k: epoch(train, k, start_carry, traj, advantages, targets),
-            (state.params, state.opt_state), jax.random.split(k_epochs, config.update_epochs),
-        )
+        with jax.named_scope("train"):
+            (params, opt_state), stats = jax.lax.scan(
+                lambda train, k: epoch(train, k, start_carry, traj, advantages, targets),
+                (state.params, state.opt_state), jax.random.split(k_epochs, config.update_epochs),
+            )
         ended = log["end"].sum()
         episode_stats = {  # mean over the episodes that ended in this rollout; the last value when none did
             name: jnp.where(ended > 0, (log[name] * log["end"]).sum() / jnp.maximum(ended, 1), last)

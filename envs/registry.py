@@ -9,6 +9,7 @@ world-model suites (``"memory_wm/<name>"``).
 import dataclasses
 import difflib
 import inspect
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
@@ -74,11 +75,17 @@ def _families(name: str) -> tuple[str, ...]:
     return ("gymnax", "popgym")
 
 
+_LOADING = threading.RLock()  # envs may be made from several threads (e.g. scripts/bench_ppo.py's compile pool)
+
+
 def _ensure(families: Iterable[str]) -> None:
     for family in families:
-        if family not in _LOADED:
-            _LOADED.add(family)
-            _LOADERS[family]()
+        if family in _LOADED:
+            continue
+        with _LOADING:
+            if family not in _LOADED:
+                _LOADERS[family]()
+                _LOADED.add(family)
 
 
 def _with_default_params(build: Callable[..., Any]) -> Factory:

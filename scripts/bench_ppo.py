@@ -6,15 +6,23 @@
 The reference ("ref-gru") is what single-file recurrent PPO scripts do: a flax `GRUCell` stepped by `lax.scan`
 (the carry zeroed where an episode starts) in the rollout and again over the stored rollout in training, with the
 same env, PPO settings, widths and losses as ssmrl's PPO. Per row: env steps/s of the steady state (`--updates`
-updates, compile excluded) and the compile time of the first update (trace + XLA compile + one run). Prints a
-markdown table.
+updates after a warm-up one) and the seconds to trace and compile the update ahead of time. `--compile-workers K`
+compiles K rows at once in threads (much shorter wall time for the whole table; each row's compile time is then
+inflated by the sharing, so quote compile times from a `--compile-workers 1` run). Prints a markdown table.
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import datetime
+import gzip
+import json
+import re
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import distrax
 import flax.linen as nn
@@ -26,24 +34,26 @@ from agents.env_stack import EnvConfig
 from agents.ppo import PPOConfig, make_ppo
 from agents.returns import gae
 
-CORE_KWARGS = {
-    "s5": {"d_model": 128, "state_size": 128, "n_layers": 2},
-    "lru": {"d_model": 128, "state_size": 128, "n_layers": 2},
-    "s4d": {"d_model": 128, "state_size": 64, "n_layers": 2},
-    "mamba": {"d_model": 128, "n_layers": 2},
-    "gru": {"features": 128},
-    "lstm": {"features": 128},
-    "mlp": {"features": 128},
+S5_KWARGS = {"d_model": 128, "state_size": 128, "n_layers": 2}
+ROWS = {  # row name: (registered core, its kwargs); "-pallas" rows run the fused GPU scan kernel
+    "s5": ("s5", S5_KWARGS),
+    "s5-pallas": ("s5", {**S5_KWARGS, "scan_method": "pallas"}),
+    "lru": ("lru", {"d_model": 128, "state_size": 128, "n_layers": 2}),
+    "s4d": ("s4d", {"d_model": 128, "state_size": 64, "n_layers": 2}),
+    "mamba": ("mamba", {"d_model": 128, "n_layers": 2}),
+    "gru": ("gru", {"features": 128}),
+    "lstm": ("lstm", {"features": 128}),
+    "mlp": ("mlp", {"features": 128}),
 }
 PRESETS = {"gpu": dict(num_envs=[1024, 4096], updates=5), "cpu": dict(num_envs=[64], updates=2)}
 
 
 def ppo_config(env: str, core: str, num_envs: int) -> PPOConfig:
     """The benchmarked PPO settings: 128-step rollouts, 4 epochs of 4 minibatches, width 128."""
-    core_kwargs = {"features": 128} if core == "ref-gru" else CORE_KWARGS[core]
-    return PPOConfig(env=EnvConfig(name=env, num_envs=num_envs), core="gru" if core == "ref-gru" else core,
-                     core_kwargs=core_kwargs, hidden=128, num_steps=128, update_epochs=4, num_minibatches=4,
-                     lr=3e-4, gae_lambda=0.95, total_timesteps=num_envs * 128)
+    name, core_kwargs = ROWS["gru" if core == "ref-gru" else core]
+    return PPOConfig(env=EnvConfig(name=env, num_envs=num_envs), core=name, core_kwargs=core_kwargs,
+                     hidden=128, num_steps=128, update_epochs=4, num_minibatches=4, lr=3e-4,
+                     gae_lambda=0.95, total_timesteps=num_envs * 128)
 
 
 class ResetGRUStep(nn.Module):
@@ -138,19 +148,110 @@ def reference_ppo(config: PPOConfig):
     return init, update
 
 
-def measure(init, update, updates: int, steps_per_update: int) -> tuple[float, float]:
-    """(steady env steps/s over `updates` updates, seconds of the first update including compile)."""
-    state = jax.jit(init)(jax.random.PRNGKey(0))
-    update = jax.jit(update)
+def build(env: str, num_envs: int, core: str):
+    """(init, update, env steps per update) of one table row."""
+    config = ppo_config(env, core, num_envs)
+    if core == "ref-gru":
+        init, update = reference_ppo(config)
+    else:
+        algorithm = make_ppo(config)
+        init, update = algorithm.init, algorithm.update
+    return init, update, config.steps_per_update
+
+
+def compile_update(init, update):
+    """(compiled update, seconds to trace and compile it): ahead of time, against the state's shapes."""
     start = time.perf_counter()
-    state, out = update(state)
+    state = jax.eval_shape(init, jax.random.PRNGKey(0))
+    compiled = jax.jit(update).lower(state).compile()
+    return compiled, time.perf_counter() - start
+
+
+def steady_sps(init, compiled, updates: int, steps_per_update: int) -> float:
+    """Env steps/s over `updates` updates after one warm-up update."""
+    state = jax.jit(init)(jax.random.PRNGKey(0))
+    state, out = compiled(state)
     jax.block_until_ready(out)
-    compile_s = time.perf_counter() - start
     start = time.perf_counter()
     for _ in range(updates):
-        state, out = update(state)
+        state, out = compiled(state)
     jax.block_until_ready(out)
-    return updates * steps_per_update / (time.perf_counter() - start), compile_s
+    return updates * steps_per_update / (time.perf_counter() - start)
+
+
+# Profile stages: the first of these scopes (set in agents/ppo.py and ssm/scan.py) found in an op's name.
+STAGES = (("env_step", "env step"), ("reset_scan", "core scan"), ("rollout", "policy (rollout)"),
+          ("advantages", "GAE"), ("train", "training"))
+_INSTRUCTION = re.compile(r"\s*(?:ROOT )?%?([\w.\-]+) = ")
+_COMPUTATION = re.compile(r"\s*(?:ENTRY )?%?([\w.\-]+) .*\{$")
+
+
+def op_names(hlo_text: str) -> dict[str, str]:
+    """{HLO instruction: its `op_name` metadata (jax's name stack)} of a compiled module's text; an instruction
+    without one (a fusion) takes the first op_name of the computation it calls."""
+    own, first_in, calls, current = {}, {}, {}, None
+    for line in hlo_text.splitlines():
+        instruction = _INSTRUCTION.match(line)
+        if instruction is None:
+            computation = _COMPUTATION.match(line)
+            current = computation.group(1) if computation else current
+            continue
+        name = instruction.group(1)
+        op_name = re.search(r'op_name="([^"]*)"', line)
+        if op_name:
+            own[name] = op_name.group(1)
+            first_in.setdefault(current, op_name.group(1))
+        called = re.search(r"calls=%?([\w.\-]+)", line)
+        if called:
+            calls[name] = called.group(1)
+    return {**{name: first_in.get(target, "") for name, target in calls.items()}, **own}
+
+
+def device_op_times(trace_dir: str) -> tuple[dict[str, float], list[str]]:
+    """({HLO op: microseconds on the device}, the device lines used) from the Perfetto trace in `trace_dir`.
+
+    Device events are those of processes named like a GPU; when there is none (CPU), every event with an op."""
+    path = max(Path(trace_dir).rglob("perfetto_trace.json.gz"), key=lambda p: p.stat().st_mtime)
+    events = json.loads(gzip.open(path).read())
+    events = events["traceEvents"] if isinstance(events, dict) else events
+    process = {e["pid"]: e["args"]["name"] for e in events if e.get("ph") == "M" and e["name"] == "process_name"}
+    thread = {(e["pid"], e["tid"]): e["args"]["name"] for e in events
+              if e.get("ph") == "M" and e["name"] == "thread_name"}
+    gpus = {pid for pid, name in process.items() if "GPU" in name}
+    ops = [e for e in events if e.get("ph") == "X" and "hlo_op" in e.get("args", {})
+           and (not gpus or e["pid"] in gpus)]
+    streams = {key for key, name in thread.items() if key[0] in gpus and "Stream" in name}
+    if streams:  # kernels on CUDA streams only: the derived "XLA Ops" lines would count them twice
+        ops = [e for e in ops if (e["pid"], e["tid"]) in streams]
+    times = collections.defaultdict(float)
+    for event in ops:
+        times[event["args"]["hlo_op"]] += float(event["dur"])
+    lines = sorted({f"{process.get(e['pid'], e['pid'])}: {thread.get((e['pid'], e['tid']), e['tid'])}" for e in ops})
+    return dict(times), lines
+
+
+def profile_update(init, compiled, updates: int, trace_dir: str) -> tuple[dict[str, float], float, list[str]]:
+    """({stage: ms on the device per update}, wall ms per update, device lines) over `updates` updates traced
+    into `trace_dir` (which also gets the compiled module's text, `module.hlo.txt`)."""
+    state = jax.jit(init)(jax.random.PRNGKey(0))
+    state, out = compiled(state)
+    jax.block_until_ready(out)
+    with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
+        start = time.perf_counter()
+        for _ in range(updates):
+            state, out = compiled(state)
+        jax.block_until_ready(out)
+        wall = time.perf_counter() - start
+    times, lines = device_op_times(trace_dir)
+    text = compiled.as_text()
+    Path(trace_dir, "module.hlo.txt").write_text(text)
+    names = op_names(text)
+    stages = collections.defaultdict(float)
+    for op, micros in times.items():
+        name = names.get(op, "")
+        stage = next((label for scope, label in STAGES if scope in name), "other")
+        stages[stage] += micros / 1e3 / updates
+    return dict(stages), wall * 1e3 / updates, lines
 
 
 def main() -> None:
@@ -158,28 +259,58 @@ def main() -> None:
     preset = PRESETS["cpu" if backend == "cpu" else "gpu"]
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--envs", nargs="+", default=["RepeatPrevious-Easy", "CartPole-v1"])
-    parser.add_argument("--cores", nargs="+", default=["ref-gru", *CORE_KWARGS],
-                        choices=["ref-gru", *CORE_KWARGS])
+    parser.add_argument("--cores", nargs="+", default=["ref-gru", *ROWS], choices=["ref-gru", *ROWS])
     parser.add_argument("--num-envs", nargs="+", type=int, default=preset["num_envs"])
     parser.add_argument("--updates", type=int, default=preset["updates"], help="timed updates after the first")
+    parser.add_argument("--compile-workers", type=int, default=1,
+                        help="rows compiled at once (threads); compile times are then inflated by the sharing")
+    parser.add_argument("--profile", action="store_true",
+                        help="also trace 2 updates a row and print where the device time goes, by stage")
+    parser.add_argument("--profile-dir", help="keep the traces and compiled modules here (default: discarded)")
     args = parser.parse_args()
+    rows = [(env, n, core) for env in args.envs for n in args.num_envs for core in args.cores]
     print(f"# PPO end to end, {jax.devices()[0].device_kind}, jax {jax.__version__}, "
-          f"{datetime.date.today().isoformat()}; 128 steps x 4 epochs x 4 minibatches, width 128")
-    print("| env | num_envs | core | env steps/s | first update s (compile) |\n|---|---:|---|---:|---:|", flush=True)
-    for env in args.envs:
-        for num_envs in args.num_envs:
-            for core in args.cores:
-                config = ppo_config(env, core, num_envs)
-                if core == "ref-gru":
-                    init, update = reference_ppo(config)
-                else:
-                    algorithm = make_ppo(config)
-                    init, update = algorithm.init, algorithm.update
-                try:
-                    sps, compile_s = measure(init, update, args.updates, config.steps_per_update)
-                    print(f"| {env} | {num_envs} | {core} | {sps:,.0f} | {compile_s:.1f} |", flush=True)
-                except Exception as error:  # a failed row (e.g. out of memory) must not end the table
-                    print(f"| {env} | {num_envs} | {core} | {type(error).__name__} | |", flush=True)
+          f"{datetime.date.today().isoformat()}; 128 steps x 4 epochs x 4 minibatches, width 128; "
+          f"{args.compile_workers} row(s) compiled at once")
+
+    def prepare(row):
+        try:
+            init, update, steps = build(*row)
+            return (init, steps, *compile_update(init, update))
+        except Exception as error:  # a failed row (e.g. a compile error) must not end the table
+            return error
+
+    profiles = []
+    with ThreadPoolExecutor(args.compile_workers) as pool:
+        prepared = pool.map(prepare, rows)
+        print("| env | num_envs | core | env steps/s | compile s |\n|---|---:|---|---:|---:|", flush=True)
+        for (env, num_envs, core), ready in zip(rows, prepared, strict=True):
+            try:
+                if isinstance(ready, Exception):
+                    raise ready
+                init, steps, compiled, compile_s = ready
+                sps = steady_sps(init, compiled, args.updates, steps)
+                print(f"| {env} | {num_envs} | {core} | {sps:,.0f} | {compile_s:.1f} |", flush=True)
+                if args.profile:
+                    with tempfile.TemporaryDirectory() as scratch:
+                        trace_dir = Path(args.profile_dir or scratch, f"{env}-{num_envs}-{core}")
+                        profiles.append(((env, num_envs, core), *profile_update(init, compiled, 2, str(trace_dir))))
+            except Exception as error:  # e.g. out of memory
+                message = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}" if str(error) else error
+                print(f"| {env} | {num_envs} | {core} | {message} | |", flush=True)
+    if profiles:
+        print_profiles(profiles)
+
+
+def print_profiles(profiles) -> None:
+    """Markdown table: per row, ms per update on the device by stage, and device-busy time against wall time."""
+    labels = [label for _, label in STAGES] + ["other"]
+    print(f"\n# device time per update by stage, ms (device lines: {profiles[0][3]})")
+    print(f"| env | num_envs | core | {' | '.join(labels)} | device busy | wall |")
+    print(f"|---|---:|---|{'---:|' * (len(labels) + 2)}")
+    for (env, num_envs, core), stages, wall, _ in profiles:
+        cells = " | ".join(f"{stages.get(label, 0.0):.1f}" for label in labels)
+        print(f"| {env} | {num_envs} | {core} | {cells} | {sum(stages.values()):.1f} | {wall:.1f} |", flush=True)
 
 
 if __name__ == "__main__":

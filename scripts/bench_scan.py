@@ -99,7 +99,10 @@ def main(argv=None):
 
     device = jax.devices()[0]
     copy = copy_bandwidth(args.reps)
-    rows = []
+    print(f"\n# reset_scan, {device.platform} ({device.device_kind}), jax {jax.__version__}, "
+          f"{datetime.date.today()}, copy bandwidth {copy:.0f} GB/s, chunk {args.chunk}\n")
+    print("| method | dtype | T | B | P | fwd ms | fwd GB/s | % of copy | fwd+bwd ms |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|---:|", flush=True)
     for dtype_name in args.dtypes:
         dtype = jnp.dtype(dtype_name)
         for size in args.sizes:
@@ -110,6 +113,7 @@ def main(argv=None):
                 a, b, resets = make_inputs(steps, batch, state, dtype, jax.random.key(0))
                 moved = 3 * a.nbytes
                 for method, scan in variants.items():
+                    head = f"| {method} | {dtype_name} | {steps} | {batch} | {state} |"
                     try:
                         t_fwd = timed(jax.jit(scan), a, b, resets, reps=args.reps)
                         t_bwd = float("nan")
@@ -118,24 +122,12 @@ def main(argv=None):
                             t_bwd = timed(jax.jit(jax.grad(loss, argnums=(0, 1))), a, b, resets, reps=args.reps)
                     except Exception as err:  # noqa: BLE001 - e.g. out of memory: a row that says so
                         print(f"# {method} {dtype_name} T={steps} {size}: {err}"[:300], file=sys.stderr)
-                        rows.append((method, dtype_name, steps, batch, state, None, None, None, None))
+                        print(f"{head} failed (out of memory?) | | | |", flush=True)
                         continue
                     gbs = moved / t_fwd / 1e9
-                    rows.append((method, dtype_name, steps, batch, state, t_fwd * 1e3, gbs, 100 * gbs / copy,
-                                 t_bwd * 1e3))
+                    print(f"{head} {t_fwd * 1e3:.3f} | {gbs:.1f} | {100 * gbs / copy:.0f}% | "
+                          f"{'-' if np.isnan(t_bwd) else f'{t_bwd * 1e3:.3f}'} |", flush=True)
                 del a, b, resets
-
-    print(f"\n# reset_scan, {device.platform} ({device.device_kind}), jax {jax.__version__}, "
-          f"{datetime.date.today()}, copy bandwidth {copy:.0f} GB/s, chunk {args.chunk}\n")
-    print("| method | dtype | T | B | P | fwd ms | fwd GB/s | % of copy | fwd+bwd ms |")
-    print("|---|---|---:|---:|---:|---:|---:|---:|---:|")
-    for row in rows:
-        method, dtype_name, steps, batch, state, ms, gbs, pct, bwd = row
-        if ms is None:
-            print(f"| {method} | {dtype_name} | {steps} | {batch} | {state} | failed (out of memory?) | | | |")
-            continue
-        print(f"| {method} | {dtype_name} | {steps} | {batch} | {state} | {ms:.3f} | {gbs:.1f} | {pct:.0f}% | "
-              f"{'-' if np.isnan(bwd) else f'{bwd:.3f}'} |")
 
 
 if __name__ == "__main__":

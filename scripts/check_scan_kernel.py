@@ -20,7 +20,6 @@ import traceback
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from ssm.kernels import kernel_compiles, on_gpu, pallas_reset_scan
 from ssm.scan import auto_method, reset_scan
@@ -46,19 +45,17 @@ class Case:
 
 
 def make_inputs(case: Case, seed: int):
-    """(a, b, resets, h0 or None, cotangent of h) as jax arrays; |a| in [0.3, 1)."""
-    rng = np.random.default_rng(seed)
+    """(a, b, resets, h0 or None, cotangent of h) as jax arrays, drawn on the device; |a| in [0.3, 1)."""
     shape = (case.steps, case.batch, case.state)
     a_shape = {"full": shape, "state": (case.state,), "time": (case.steps, 1, case.state)}[case.a_shape]
-    a = rng.uniform(0.3, 1.0, a_shape)
-    b, h0, ct = rng.normal(size=shape), rng.normal(size=shape[1:]), rng.normal(size=shape)
+    keys = iter(jax.random.split(jax.random.key(seed), 9))
+    a = jax.random.uniform(next(keys), a_shape, minval=0.3, maxval=1.0)
+    b, h0, ct = (jax.random.normal(next(keys), x) for x in (shape, shape[1:], shape))
     if case.complex_:
-        a = a * np.exp(1j * rng.uniform(-np.pi, np.pi, a_shape))
-        b, h0, ct = (x + 1j * rng.normal(size=x.shape) for x in (b, h0, ct))
-    dtype = np.complex64 if case.complex_ else np.float32
-    resets = rng.random(shape[: 1 + case.reset_dims]) < case.reset_rate
-    a, b, h0, ct = (jnp.asarray(x, dtype) for x in (a, b, h0, ct))
-    return a, b, jnp.asarray(resets), h0 if case.h0 else None, ct
+        a = a * jnp.exp(1j * jax.random.uniform(next(keys), a_shape, minval=-jnp.pi, maxval=jnp.pi))
+        b, h0, ct = (x + 1j * jax.random.normal(next(keys), x.shape) for x in (b, h0, ct))
+    resets = jax.random.bernoulli(next(keys), case.reset_rate, shape[: 1 + case.reset_dims])
+    return a, b, resets, h0 if case.h0 else None, ct
 
 
 @functools.cache
@@ -79,8 +76,8 @@ def vjp_fn(layout: tuple[int, int] | None, reference: bool):
 
 
 def rel_err(x, y) -> float:
-    x, y = np.asarray(x), np.asarray(y)
-    return float(np.max(np.abs(x - y)) / max(float(np.max(np.abs(y))), 1e-30))
+    """max |x - y| / max |y|, computed on the device."""
+    return float(jnp.max(jnp.abs(x - y)) / jnp.maximum(jnp.max(jnp.abs(y)), 1e-30))
 
 
 def check_case(case: Case, seed: int = 0) -> dict[str, float]:

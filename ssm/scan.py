@@ -185,17 +185,18 @@ def reset_scan(a, b, resets=None, h0=None, method: str = "auto", chunk_size: int
     if chunk_size < 1:
         raise ValueError(f"reset_scan: chunk_size must be >= 1, got {chunk_size}")
     a, b, resets, h0 = _check(a, b, resets, h0)
-    if method == "auto":
-        method = auto_method()
-    if method == "pallas":
-        if jnp.result_type(a, b) in SUPPORTED_DTYPES and b.size:
-            return pallas_reset_scan(a, b, resets, h0)
-        method = xla_method()
-    if method == "associative_flag":
-        return _associative_flag(a, b, resets, h0)
-    a, b = _fold(a, b, resets, h0)
-    if method == "sequential":
-        return _sequential(a, b)
-    if method == "associative":
-        return _associative(a, b)
-    return _chunked(a, b, chunk_size)
+    with jax.named_scope("reset_scan"):  # names the scan in profiles
+        if method == "auto":
+            method = auto_method()
+        if method == "pallas":
+            if jnp.result_type(a, b) in SUPPORTED_DTYPES and b.size:
+                return pallas_reset_scan(a, b, resets, h0)
+            method = xla_method()
+        if method == "associative_flag":
+            return _associative_flag(a, b, resets, h0)
+        a, b = _fold(a, b, resets, h0)
+        if method == "sequential":
+            return _sequential(a, b)
+        if method == "associative":
+            return _associative(a, b)
+        return _chunked(a, b, chunk_size)

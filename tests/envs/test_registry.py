@@ -5,6 +5,9 @@ jaxmarl and brax ones on a 2-core CPU), so the default suite runs POPGym at Easy
 cheap brax and jaxmarl representative, and marks the other ~85 envs ``slow``.
 """
 
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -200,3 +203,18 @@ def test_register_custom_env_and_reject_duplicates():
     for taken in ("tests/MyCartPole", "CartPole-v1", "gymnax/CartPole-v1"):
         with pytest.raises(ValueError, match="already registered"):
             envs.register(taken, factory)
+
+
+def test_make_from_threads_in_a_fresh_process():
+    """Lazy family loading is thread-safe: 8 threads making envs of two families at once all succeed."""
+    code = (
+        "from concurrent.futures import ThreadPoolExecutor\n"
+        "import envs\n"
+        "names = ['RepeatPrevious-Easy', 'CartPole-v1'] * 4\n"
+        "with ThreadPoolExecutor(8) as pool:\n"
+        "    made = list(pool.map(lambda n: envs.make(n)[0].name, names))\n"
+        "print(len(made))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split()[-1] == "8"
