@@ -9,6 +9,11 @@ same env, PPO settings, widths and losses as ssmrl's PPO. Per row: env steps/s o
 updates after a warm-up one) and the seconds to trace and compile the update ahead of time. `--compile-workers K`
 compiles K rows at once in threads (much shorter wall time for the whole table; each row's compile time is then
 inflated by the sharing, so quote compile times from a `--compile-workers 1` run). Prints a markdown table.
+
+`--profile` traces 2 more updates a row (jax.profiler, Perfetto trace) and sums the device time of each kernel
+by PPO stage (env step, core scan, policy in the rollout, GAE, training), read from the scopes in its op names.
+On GPU, XLA runs most kernels inside command buffers (CUDA graphs), which the trace cannot attribute: profile
+with `XLA_FLAGS=--xla_gpu_enable_command_buffer=` (the wall time is then longer, the device time about the same).
 """
 
 from __future__ import annotations
@@ -182,6 +187,7 @@ def steady_sps(init, compiled, updates: int, steps_per_update: int) -> float:
 # Profile stages: the first of these scopes (set in agents/ppo.py and ssm/scan.py) found in an op's name.
 STAGES = (("env_step", "env step"), ("reset_scan", "core scan"), ("rollout", "policy (rollout)"),
           ("advantages", "GAE"), ("train", "training"))
+COMMAND_BUFFERS = "command buffers"  # CUDA graphs: their kernels are not attributed to HLO ops
 _INSTRUCTION = re.compile(r"\s*(?:ROOT )?%?([\w.\-]+) = ")
 _COMPUTATION = re.compile(r"\s*(?:ENTRY )?%?([\w.\-]+) .*\{$")
 
@@ -250,6 +256,7 @@ def profile_update(init, compiled, updates: int, trace_dir: str) -> tuple[dict[s
     for op, micros in times.items():
         name = names.get(op, "")
         stage = next((label for scope, label in STAGES if scope in name), "other")
+        stage = COMMAND_BUFFERS if op.startswith("command_buffer") else stage
         stages[stage] += micros / 1e3 / updates
     return dict(stages), wall * 1e3 / updates, lines
 
@@ -305,6 +312,10 @@ def main() -> None:
 def print_profiles(profiles) -> None:
     """Markdown table: per row, ms per update on the device by stage, and device-busy time against wall time."""
     labels = [label for _, label in STAGES] + ["other"]
+    if any(COMMAND_BUFFERS in stages for _, stages, _, _ in profiles):
+        labels.append(COMMAND_BUFFERS)
+        print("\n# XLA ran kernels inside command buffers (CUDA graphs), which the trace does not attribute to ops: "
+              "rerun with XLA_FLAGS=--xla_gpu_enable_command_buffer= to see the stages (slower wall time)")
     print(f"\n# device time per update by stage, ms (device lines: {profiles[0][3]})")
     print(f"| env | num_envs | core | {' | '.join(labels)} | device busy | wall |")
     print(f"|---|---:|---|{'---:|' * (len(labels) + 2)}")

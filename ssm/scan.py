@@ -8,7 +8,7 @@ Shapes: `b` is `[T, ...]`; `a` broadcasts against `b` (a per-state decay `[P]`, 
 `h0` broadcasts against `b.shape[1:]`. Returns every state `h` of shape `b.shape`; `h[-1]` is the carry.
 
 Method "pallas" is the fused GPU kernel of `ssm.kernels.pallas_scan` (one pass over a and b, resets and h0
-applied inside, fused backward); opt-in until it is checked on a GPU.
+applied inside, fused backward); "auto" picks it on a GPU.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssm.kernels import SUPPORTED_DTYPES, pallas_reset_scan
+from ssm.kernels import SUPPORTED_DTYPES, kernel_compiles, on_gpu, pallas_reset_scan
 
 METHODS = ("sequential", "associative", "chunked", "associative_flag", "pallas", "auto")
 DEFAULT_CHUNK = 64
@@ -160,8 +160,14 @@ def xla_method() -> str:
 
 
 def auto_method() -> str:
-    """`xla_method()` for now: the fused Pallas kernel stays opt-in (`method="pallas"`) until its GPU exactness
-    check (`scripts/check_scan_kernel.py`) has passed on the device; then "auto" is to pick it on a GPU."""
+    """"pallas" on a GPU where the fused kernel compiles, else `xla_method()`.
+
+    On an H100 the kernel matches the sequential reference (`scripts/check_scan_kernel.py`) and runs the forward
+    scan 2.7x (float32) and 1.4x (complex64) faster than the associative scan (docs/benchmarks.md). Its custom
+    VJP is reverse mode only: for forward-mode AD (`jax.jvp`, `jax.jacfwd`) pass `method="associative"`.
+    """
+    if on_gpu() and kernel_compiles():
+        return "pallas"
     return xla_method()
 
 

@@ -36,6 +36,16 @@ ALGOS: dict[str, AlgoSpec] = {
     "ippo": AlgoSpec("agents.mappo:IPPOConfig", "agents.ppo:make_ppo", evaluate="agents.evaluate:evaluate_run"),
     "s4wm": AlgoSpec("worldmodels.train_s4wm:S4WMConfig", "worldmodels.train_s4wm:make_s4wm",
                      finish="worldmodels.train_s4wm:finish"),
+    "decision_transformer": AlgoSpec("agents.offline_train:DecisionTransformerConfig",
+                                     "agents.offline_train:make_offline", finish="agents.offline_train:finish"),
+    "decision_mamba": AlgoSpec("agents.offline_train:DecisionMambaConfig",
+                               "agents.offline_train:make_offline", finish="agents.offline_train:finish"),
+    "decision_mamba_plain": AlgoSpec("agents.offline_train:PlainDecisionMambaConfig",
+                                     "agents.offline_train:make_offline", finish="agents.offline_train:finish"),
+    "decision_s5": AlgoSpec("agents.offline_train:DecisionS5Config",
+                            "agents.offline_train:make_offline", finish="agents.offline_train:finish"),
+    "drama": AlgoSpec("agents.dreamer_loop:DramaConfig", "agents.dreamer_loop:make_drama",
+                      finish="worldmodels.drama_eval:finish", evaluate="worldmodels.drama_eval:evaluate_run"),
 }
 
 

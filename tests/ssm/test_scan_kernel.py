@@ -17,8 +17,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssm.kernels import kernel_compiles, pallas_reset_scan
-from ssm.scan import auto_method, reset_scan
+from ssm.kernels import kernel_compiles, on_gpu, pallas_reset_scan
+from ssm.scan import auto_method, reset_scan, xla_method
 
 
 def _load_check_script():
@@ -124,8 +124,13 @@ def test_lowers_to_triton_for_cuda(complex_, a_shape, reset_dims):
     assert 'name = "forward_kernel"' in text and 'name = "backward_kernel"' in text
 
 
+def test_auto_picks_the_kernel_on_gpu_only():
+    assert auto_method() == ("pallas" if on_gpu() and kernel_compiles() else xla_method())
+
+
+@pytest.mark.skipif(on_gpu(), reason="checks the fallback where compiled Pallas cannot run")
 def test_auto_keeps_xla_off_gpu():
-    assert auto_method() == "sequential"  # this file runs on CPU
+    assert auto_method() == "sequential"
     kernel_compiles.cache_clear()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
