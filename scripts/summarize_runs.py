@@ -35,7 +35,8 @@ def summarize_run(run_dir: Path, tail: float) -> dict:
     seeds = sorted(set(seed_of.tolist()))
     row = {
         "run": run_dir.name, "algo": config["algo"], "env": section.get("env", {}).get("name"),
-        "env_kwargs": section.get("env", {}).get("kwargs", {}), "core": section.get("core"),
+        "env_kwargs": section.get("env", {}).get("kwargs", {}),
+        "core": section.get("core") or section.get("model", {}).get("backbone"),  # world models: the backbone
         "seeds": len(seeds), "env_steps": int(columns["env_steps"].max()),
         "sps": float(np.nanmedian(columns["sps"])), "wall_s": float(columns["wall_time_s"].max()),
     }

@@ -18,6 +18,7 @@ from agents import offline_data as od
 from agents import offline_train as ot
 from agents.decision_mamba import pser_beta, pser_target
 from agents.decision_transformer import deinterleave, interleave, triplet_starts
+from tests.scripts import load_script
 
 K, B, S, A = 4, 3, 3, 1  # S, A: gymnax Pendulum-v1, the tiny dataset's env (brax compiles slowly: slow test)
 TINY_MODELS = {
@@ -28,16 +29,6 @@ TINY_MODELS = {
     "s5": dict(backbone="s5", d_model=16, n_layers=1, core_kwargs={"state_size": 4}),
 }
 ENV_META = {"env": "Pendulum-v1", "env_kwargs": {}, "ref_min_score": 0.0, "ref_max_score": 10.0}
-
-
-@functools.cache
-def load_script(name: str):
-    """`scripts/<name>.py` imported as a module (registered, so its dataclasses resolve their annotations)."""
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def synthetic_arrays(n: int = 120, ends=(39, 79), seed: int = 0) -> dict[str, np.ndarray]:

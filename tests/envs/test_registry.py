@@ -5,8 +5,7 @@ jaxmarl and brax ones on a 2-core CPU), so the default suite runs POPGym at Easy
 cheap brax and jaxmarl representative, and marks the other ~85 envs ``slow``.
 """
 
-import subprocess
-import sys
+import time
 
 import jax
 import jax.numpy as jnp
@@ -205,16 +204,21 @@ def test_register_custom_env_and_reject_duplicates():
             envs.register(taken, factory)
 
 
-def test_make_from_threads_in_a_fresh_process():
-    """Lazy family loading is thread-safe: 8 threads making envs of two families at once all succeed."""
-    code = (
-        "from concurrent.futures import ThreadPoolExecutor\n"
-        "import envs\n"
-        "names = ['RepeatPrevious-Easy', 'CartPole-v1'] * 4\n"
-        "with ThreadPoolExecutor(8) as pool:\n"
-        "    made = list(pool.map(lambda n: envs.make(n)[0].name, names))\n"
-        "print(len(made))\n"
-    )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert out.stdout.split()[-1] == "8"
+def test_make_from_threads_while_families_load(monkeypatch):
+    """Lazy family loading is thread-safe: 8 threads making envs of two not-yet-loaded families all succeed."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from envs import registry
+
+    for name in ("_FACTORIES", "_ALIASES"):
+        monkeypatch.setattr(registry, name, {})
+    monkeypatch.setattr(registry, "_LOADED", set())
+
+    def slow(load):  # widen the window in which other threads could see a half-loaded family
+        return lambda: (time.sleep(0.1), load())
+
+    monkeypatch.setattr(registry, "_LOADERS", {k: slow(load) for k, load in registry._LOADERS.items()})
+    names = ["RepeatPrevious-Easy", "CartPole-v1"] * 4
+    with ThreadPoolExecutor(8) as pool:
+        made = list(pool.map(lambda name: envs.make(name)[0], names))
+    assert len(made) == 8 and registry._LOADED == {"gymnax", "popgym"}

@@ -5,10 +5,7 @@ decay layouts and kernel layouts (block sizes that split the state into several 
 unroll factors that leave a remainder).
 """
 
-import importlib.util
-import sys
 import warnings
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -19,20 +16,9 @@ from hypothesis import strategies as st
 
 from ssm.kernels import kernel_compiles, on_gpu, pallas_reset_scan
 from ssm.scan import auto_method, reset_scan, xla_method
+from tests.scripts import load_script
 
-
-def _load_check_script():
-    """Import scripts/check_scan_kernel.py (scripts/ is not a package) as the module `check_scan_kernel`."""
-    spec = importlib.util.spec_from_file_location(
-        "check_scan_kernel", Path(__file__).parents[2] / "scripts" / "check_scan_kernel.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file executes
-    spec.loader.exec_module(module)
-    return module
-
-
-check = _load_check_script()
+check = load_script("check_scan_kernel")
 
 try:  # interpret mode of the installed jax must run the kernel at all, else every test here is moot
     pallas_reset_scan(jnp.ones((2, 1)), jnp.ones((2, 1)), interpret=True).block_until_ready()

@@ -1,18 +1,8 @@
-"""Shared by the world-model tests: `load_script(name)` imports `scripts/<name>.py` as a module (once)."""
-
-import functools
-import importlib.util
-from pathlib import Path
+"""Shared by the world-model tests: the `load_script` fixture (`tests.scripts.load_script`)."""
 
 import pytest
 
-
-@functools.cache
-def _load(name: str):
-    spec = importlib.util.spec_from_file_location(name, Path(__file__).parents[2] / "scripts" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+from tests.scripts import load_script as _load
 
 
 @pytest.fixture(scope="session")
