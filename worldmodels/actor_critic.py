@@ -34,6 +34,7 @@ import optax
 
 from agents.heads import CategoricalHead
 from agents.networks import dense
+from agents.returns import gae
 from worldmodels.drama import MLP
 from worldmodels.laprop import drama_optimizer
 from worldmodels.twohot import twohot_loss, twohot_mean
@@ -130,14 +131,8 @@ class BehaviourState:
 
 def lambda_returns(rewards, continues, values, gamma: float, lam: float):
     """R_t = r_t + gamma c_t ((1 - lam) V_{t+1} + lam R_{t+1}), R_H = V_H: rewards, continues `[H, B]`, values
-    `[H + 1, B]` -> `[H, B]`."""
-
-    def backward(next_return, inputs):
-        reward, cont, next_value = inputs
-        ret = reward + gamma * cont * ((1.0 - lam) * next_value + lam * next_return)
-        return ret, ret
-
-    return jax.lax.scan(backward, values[-1], (rewards, continues, values[1:]), reverse=True)[1]
+    `[H + 1, B]` -> `[H, B]`. These are GAE's value targets (advantages + values) with dones = 1 - continues."""
+    return gae(rewards, values[:-1], 1.0 - continues, values[-1], gamma, lam)[1]
 
 
 @dataclasses.dataclass(frozen=True)
