@@ -172,8 +172,8 @@ def compile_update(init, update):
     return compiled, time.perf_counter() - start
 
 
-def steady_sps(init, compiled, updates: int, steps_per_update: int) -> float:
-    """Env steps/s over `updates` updates after one warm-up update."""
+def steady_sps(init, compiled, updates: int, steps_per_update: int):
+    """(env steps/s over `updates` updates after one warm-up update, the state they end in)."""
     state = jax.jit(init)(jax.random.PRNGKey(0))
     state, out = compiled(state)
     jax.block_until_ready(out)
@@ -181,7 +181,7 @@ def steady_sps(init, compiled, updates: int, steps_per_update: int) -> float:
     for _ in range(updates):
         state, out = compiled(state)
     jax.block_until_ready(out)
-    return updates * steps_per_update / (time.perf_counter() - start)
+    return updates * steps_per_update / (time.perf_counter() - start), state
 
 
 # Profile stages: the first of these scopes (set in agents/ppo.py and ssm/scan.py) found in an op's name.
@@ -236,12 +236,9 @@ def device_op_times(trace_dir: str) -> tuple[dict[str, float], list[str]]:
     return dict(times), lines
 
 
-def profile_update(init, compiled, updates: int, trace_dir: str) -> tuple[dict[str, float], float, list[str]]:
-    """({stage: ms on the device per update}, wall ms per update, device lines) over `updates` updates traced
-    into `trace_dir` (which also gets the compiled module's text, `module.hlo.txt`)."""
-    state = jax.jit(init)(jax.random.PRNGKey(0))
-    state, out = compiled(state)
-    jax.block_until_ready(out)
+def profile_update(compiled, state, updates: int, trace_dir: str) -> tuple[dict[str, float], float, list[str]]:
+    """({stage: ms on the device per update}, wall ms per update, device lines) over `updates` updates from the
+    warm `state`, traced into `trace_dir` (which also gets the compiled module's text, `module.hlo.txt`)."""
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
         start = time.perf_counter()
         for _ in range(updates):
@@ -296,12 +293,12 @@ def main() -> None:
                 if isinstance(ready, Exception):
                     raise ready
                 init, steps, compiled, compile_s = ready
-                sps = steady_sps(init, compiled, args.updates, steps)
+                sps, state = steady_sps(init, compiled, args.updates, steps)
                 print(f"| {env} | {num_envs} | {core} | {sps:,.0f} | {compile_s:.1f} |", flush=True)
                 if args.profile:
                     with tempfile.TemporaryDirectory() as scratch:
                         trace_dir = Path(args.profile_dir or scratch, f"{env}-{num_envs}-{core}")
-                        profiles.append(((env, num_envs, core), *profile_update(init, compiled, 2, str(trace_dir))))
+                        profiles.append(((env, num_envs, core), *profile_update(compiled, state, 2, str(trace_dir))))
             except Exception as error:  # e.g. out of memory
                 message = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}" if str(error) else error
                 print(f"| {env} | {num_envs} | {core} | {message} | |", flush=True)
