@@ -8,9 +8,11 @@ import math
 
 import pytest
 
+from tests.scripts import load_script
+
 
 @pytest.fixture
-def bench(load_script, monkeypatch):
+def bench(monkeypatch):
     """The script with `bench_one` replaced by a stub that records its calls and returns a fixed row."""
     module = load_script("bench_worldmodel")
     calls = []

@@ -8,6 +8,7 @@ import numpy as np
 import optax
 import pytest
 
+from tests.scripts import load_script
 from worldmodels.s4wm import S4WM, LossWeights, elbo_loss, imagine, make_backbone
 from worldmodels.transformer import CausalTransformerCore
 
@@ -210,7 +211,7 @@ def test_bad_config():
         build(tiny_config(seq_len=50))
 
 
-def test_dataset_round_trip_reproducible(tmp_path, load_script):
+def test_dataset_round_trip_reproducible(tmp_path):
     """The generator's files load back with the documented shapes, and the same seed gives the same data."""
     from worldmodels.data import load_dataset, model_inputs
 
