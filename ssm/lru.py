@@ -9,7 +9,8 @@ One LRU layer with N complex states over u `[T, *batch, H]`:
 with complex B `[N, H]`, C `[H, N]` and real D `[H]`, as in the paper. Initialisation: lambda uniform on the
 ring r_min <= |lambda| <= r_max (|lambda|^2 uniform in [r_min^2, r_max^2]) with phase uniform in
 [0, max_phase]; gamma_log = log sqrt(1 - |lambda|^2); B ~ N(0, 1/(2H)) and C ~ N(0, 1/N) per real and imaginary
-part; D ~ N(0, 1). The recurrence runs through `reset_scan`.
+part; D ~ N(0, 1). The recurrence runs through `reset_scan_planes` (real and
+imaginary planes; the carry is complex64).
 
 The block is S5's (`ssm.s5.S5Block`: norm, LRU, GELU + GLU, dropout, residual), the architecture of the LRU
 paper. Deviation: LayerNorm instead of BatchNorm, because batch statistics would leak across episode resets.
@@ -25,7 +26,7 @@ import jax
 import jax.numpy as jnp
 
 from ssm.s5 import S5Block
-from ssm.scan import reset_scan
+from ssm.scan import reset_scan_planes
 from ssm.stack import StackedCore
 
 
@@ -84,10 +85,10 @@ class LRULayer(nn.Module):
         c_im = self.param("C_im", normal(n**-0.5), (width, n))
         d = self.param("D", normal(1.0), (width,))
         gamma = jnp.exp(gamma_log)
-        bu = gamma * (u @ b_re.T + 1j * (u @ b_im.T))  # [T, *batch, N]
-        h = reset_scan(lam, bu.astype(jnp.complex64), resets, h0, method=self.scan_method)
-        y = h.real @ c_re.T - h.imag @ c_im.T + d * u
-        return h[-1], y
+        bu = (gamma * (u @ b_re.T), gamma * (u @ b_im.T))  # real and imaginary planes [T, *batch, N]
+        h_re, h_im = reset_scan_planes((lam.real, lam.imag), bu, resets, (h0.real, h0.imag), method=self.scan_method)
+        y = h_re @ c_re.T - h_im @ c_im.T + d * u
+        return jax.lax.complex(h_re[-1], h_im[-1]), y
 
 
 class LRUCore(StackedCore):

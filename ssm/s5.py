@@ -6,7 +6,8 @@ One multi-input multi-output diagonal SSM per layer, in the eigenbasis of HiPPO-
 
 with Lambda from HiPPO-N (block-diagonal with J blocks), B_tilde = V^-1 B and C_tilde = C V, a learnable log
 time step per state in [log dt_min, log dt_max], and ZOH or bilinear discretisation. The recurrence runs
-through `reset_scan`, so episode boundaries anywhere in a sequence zero the state.
+through `reset_scan_planes` on real and imaginary planes (no complex array of the sequence is built; the carry is
+complex64), so episode boundaries anywhere in a sequence zero the state.
 
 Deviation from the paper's sequence models: the block uses LayerNorm (not BatchNorm), because batch
 statistics across time would leak information across episode resets in RL.
@@ -22,7 +23,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssm.hippo import hippo_normal_eig
-from ssm.scan import reset_scan
+from ssm.scan import reset_scan_planes
 from ssm.stack import StackedCore
 
 DISCRETIZATIONS = ("zoh", "bilinear")
@@ -135,13 +136,13 @@ class S5SSM(nn.Module):
 
     def __call__(self, h0, u, resets):
         lam_bar, b_bar = self.discrete_system()
-        bu = u @ b_bar.real.T + 1j * (u @ b_bar.imag.T)  # [T, *batch, P']
-        h = reset_scan(lam_bar, bu, resets, h0, method=self.scan_method)
-        c = self.c[..., 0] + 1j * self.c[..., 1]
-        y = h.real @ c.real.T - h.imag @ c.imag.T
+        bu = (u @ b_bar.real.T, u @ b_bar.imag.T)  # real and imaginary planes [T, *batch, P']
+        h_re, h_im = reset_scan_planes((lam_bar.real, lam_bar.imag), bu, resets, (h0.real, h0.imag),
+                                       method=self.scan_method)
+        y = h_re @ self.c[..., 0].T - h_im @ self.c[..., 1].T
         if self.conj_sym:
             y = 2.0 * y
-        return h[-1], y + self.d * u
+        return jax.lax.complex(h_re[-1], h_im[-1]), y + self.d * u
 
 
 class S5Block(nn.Module):

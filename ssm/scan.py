@@ -8,7 +8,11 @@ Shapes: `b` is `[T, ...]`; `a` broadcasts against `b` (a per-state decay `[P]`, 
 `h0` broadcasts against `b.shape[1:]`. Returns every state `h` of shape `b.shape`; `h[-1]` is the carry.
 
 Method "pallas" is the fused GPU kernel of `ssm.kernels.pallas_scan` (one pass over a and b, resets and h0
-applied inside, fused backward); "auto" picks it on a GPU.
+applied inside, fused backward); "auto" picks it on a GPU. A single step (T = 1, the step mode of the cores) is
+always the plain elementwise update, which XLA fuses with its neighbours.
+
+`reset_scan_planes` is the same recurrence on complex numbers held as separate real and imaginary float32
+planes: on the kernel the planes go in and come out as they are, with no complex array built in between.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssm.kernels import SUPPORTED_DTYPES, kernel_compiles, on_gpu, pallas_reset_scan
+from ssm.kernels import SUPPORTED_DTYPES, kernel_compiles, on_gpu, pallas_reset_scan, pallas_reset_scan_planes
 
 METHODS = ("sequential", "associative", "chunked", "associative_flag", "pallas", "auto")
 DEFAULT_CHUNK = 64
@@ -192,6 +196,9 @@ def reset_scan(a, b, resets=None, h0=None, method: str = "auto", chunk_size: int
         raise ValueError(f"reset_scan: chunk_size must be >= 1, got {chunk_size}")
     a, b, resets, h0 = _check(a, b, resets, h0)
     with jax.named_scope("reset_scan"):  # names the scan in profiles
+        if b.shape[0] == 1:  # one step: no scan to run
+            a, b = _fold(a, b, resets, h0)
+            return b
         if method == "auto":
             method = auto_method()
         if method == "pallas":
@@ -206,3 +213,47 @@ def reset_scan(a, b, resets=None, h0=None, method: str = "auto", chunk_size: int
         if method == "associative":
             return _associative(a, b)
         return _chunked(a, b, chunk_size)
+
+
+def _planes(x, name: str):
+    """A tuple of 1 (real) or 2 (real, imag) real arrays."""
+    planes = tuple(x) if isinstance(x, (tuple, list)) else None
+    if planes is None or len(planes) not in (1, 2):
+        raise TypeError(f"reset_scan_planes: {name} must be a tuple (real,) or (real, imag) of arrays, got {type(x)}")
+    planes = tuple(jnp.asarray(p) for p in planes)
+    for p in planes:
+        if not jnp.issubdtype(p.dtype, jnp.floating):
+            raise TypeError(f"reset_scan_planes: the planes of {name} must be real floats, got {p.dtype}")
+    if len(planes) == 2 and planes[0].shape != planes[1].shape:
+        raise ValueError(f"reset_scan_planes: the planes of {name} differ in shape: {[p.shape for p in planes]}")
+    return planes
+
+
+def _merge_planes(planes):
+    return planes[0] if len(planes) == 1 else jax.lax.complex(*planes)
+
+
+def reset_scan_planes(a, b, resets=None, h0=None, method: str = "auto", chunk_size: int = DEFAULT_CHUNK):
+    """`reset_scan` on planes: a, b (and h0) are `(x,)` for a real recurrence or `(x_re, x_im)` for a complex
+    one, with the shapes of `reset_scan`'s arguments. Returns the planes of h, each of shape `b[0].shape`.
+
+    With the kernel (method "pallas", or "auto" on a GPU) and float32 planes, the planes go through the kernel as
+    they are; otherwise they are merged into a complex array for `reset_scan` and split again.
+    """
+    a, b = _planes(a, "a"), _planes(b, "b")
+    h0 = None if h0 is None else _planes(h0, "h0")
+    if not len(a) == len(b) == (len(b) if h0 is None else len(h0)):
+        raise ValueError(f"reset_scan_planes: a, b and h0 must all be real (1 plane) or all complex (2 planes), got "
+                         f"{len(a)}, {len(b)} and {None if h0 is None else len(h0)} planes")
+    if method not in METHODS:
+        raise ValueError(f"reset_scan_planes: unknown method {method!r}; choose one of {METHODS}")
+    if method == "auto" and b[0].shape[0] > 1:
+        method = auto_method()
+    dtype = jnp.result_type(*a, *b)
+    if method == "pallas" and dtype == jnp.float32 and b[0].size and b[0].shape[0] > 1:
+        _, _, resets, _ = _check(a[0], b[0], resets, None if h0 is None else h0[0])
+        with jax.named_scope("reset_scan"):
+            return pallas_reset_scan_planes(a, b, resets, h0)
+    h = reset_scan(_merge_planes(a), _merge_planes(b), resets, None if h0 is None else _merge_planes(h0),
+                   method=method, chunk_size=chunk_size)
+    return (h,) if len(b) == 1 else (jnp.real(h), jnp.imag(h))

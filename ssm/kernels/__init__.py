@@ -1,5 +1,11 @@
 """Hand-written accelerator kernels (Pallas) for hot loops of the SSM cores; `ssm.scan` dispatches to them."""
 
-from ssm.kernels.pallas_scan import SUPPORTED_DTYPES, kernel_compiles, on_gpu, pallas_reset_scan
+from ssm.kernels.pallas_scan import (
+    SUPPORTED_DTYPES,
+    kernel_compiles,
+    on_gpu,
+    pallas_reset_scan,
+    pallas_reset_scan_planes,
+)
 
-__all__ = ["SUPPORTED_DTYPES", "kernel_compiles", "on_gpu", "pallas_reset_scan"]
+__all__ = ["SUPPORTED_DTYPES", "kernel_compiles", "on_gpu", "pallas_reset_scan", "pallas_reset_scan_planes"]

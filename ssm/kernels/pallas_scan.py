@@ -9,20 +9,26 @@ so that many loads are in flight per thread while the recurrence itself stays se
 travel as separate real and imaginary float32 planes (Triton has no complex type): splitting and merging them
 are XLA passes outside the kernel, so complex inputs move more bytes than the fused minimum.
 
-Backward recurrence (a `jax.custom_vjp`, also one fused kernel, running backwards in time). With
-ā_t = a_t (1 - reset_t) and the incoming cotangent dh_t, JAX's VJP (the transpose of the JVP, no complex
-conjugation) is
+Planar complex. Triton has no complex type, so a complex recurrence runs on separate real and imaginary float32
+planes. `pallas_reset_scan_planes` takes and returns the planes themselves: a caller that keeps its complex
+state as planes end to end (S5, LRU) moves exactly the bytes of the fused minimum. `pallas_reset_scan` takes
+complex arrays and splits and merges them in XLA passes around the kernel (more bytes, same result).
 
-    g_t = dh_t + ā_{t+1} g_{t+1}        (g_{T-1} = dh_{T-1})
-    db_t = g_t,   da_t = (1 - reset_t) g_t h_{t-1},   dh0 = ā_0 g_0          (h_{-1} = h0)
+Backward recurrence (a `jax.custom_vjp` on the planes, also one fused kernel, running backwards in time). With
+ā_t = a_t (1 - reset_t), the incoming cotangent dh_t (for planes, g = g_re + i g_im is the gradient of a real
+loss with respect to h: d/dh_re + i d/dh_im) and conj the complex conjugate (the identity for real planes),
+
+    g_t = dh_t + conj(ā_{t+1}) g_{t+1}        (g_{T-1} = dh_{T-1})
+    db_t = g_t,   da_t = (1 - reset_t) g_t conj(h_{t-1}),   dh0 = conj(ā_0) g_0          (h_{-1} = h0)
 
 where a time-constant decay gets da = sum_t da_t, accumulated in registers. The kernel reads a, h (the forward
-output, saved as residual), dh and the resets once, and writes da and db once.
+output, saved as residual), dh and the resets once, and writes da and db once. Through the complex entry point
+JAX's own rules for real, imag and complex turn these planar gradients into its complex cotangents.
 
 Backends. On a GPU the kernel is compiled by the Pallas Triton backend (selected explicitly through
 `plt.CompilerParams`, since newer jax defaults Pallas to Mosaic GPU); elsewhere it runs in Pallas interpret
-mode, which is correct but slow and only meant for tests. Dtypes: float32 and complex64 (`SUPPORTED_DTYPES`);
-`ssm.scan.reset_scan(method="pallas")` falls back to the XLA scan for other dtypes.
+mode, which is correct but slow and only meant for tests. Dtypes: float32 and complex64 (`SUPPORTED_DTYPES`),
+float32 planes; `ssm.scan.reset_scan(method="pallas")` falls back to the XLA scan for other dtypes.
 """
 
 from __future__ import annotations
@@ -110,6 +116,14 @@ def _mul(x, y):
         return (x[0] * y[0],)
     (xr, xi), (yr, yi) = x, y
     return (xr * yr - xi * yi, xr * yi + xi * yr)
+
+
+def _mul_conj(x, y):
+    """x * conj(y)."""
+    if len(x) == 1:
+        return (x[0] * y[0],)
+    (xr, xi), (yr, yi) = x, y
+    return (xr * yr + xi * yi, xi * yr - xr * yi)
 
 
 def _add(x, y):
@@ -237,16 +251,16 @@ def _backward_kernel(cfg: KernelConfig, *refs):
         return _zero_where(a, flags), flags, _row(r["dh"], t), h_prev
 
     def update(carry, t, loaded):
-        decay_g, da_sum = carry  # decay_g = ā_{t+1} g_{t+1}
+        decay_g, da_sum = carry  # decay_g = conj(ā_{t+1}) g_{t+1}
         a, flags, dh, h_prev = loaded
         g = _add(dh, decay_g)
         _store_row(r["db"], t, g)
-        da = _zero_where(_mul(g, h_prev), flags)
+        da = _zero_where(_mul_conj(g, h_prev), flags)
         if cfg.a_full:
             _store_row(r["da"], t, da)
         else:
             da_sum = _add(da_sum, da)
-        return _mul(a, g), da_sum
+        return _mul_conj(g, a), da_sum
 
     zeros = tuple(jnp.zeros_like(p) for p in h0)
     carry = (zeros, None if cfg.a_full else zeros)
@@ -300,34 +314,73 @@ def _optional(resets):
     return [] if resets is None else [resets]
 
 
-def _forward(cfg: KernelConfig, a, b, resets, h0):
-    """Planes of h, and of a and h0 (kept for the backward pass, so that it need not split them again)."""
-    a, h0 = _split(a, cfg.parts), _split(h0, cfg.parts)
-    h = _pallas(_forward_kernel, cfg, [*a, *_split(b, cfg.parts), *_optional(resets), *h0], _like(cfg, b))
-    return h, (a, resets, h0, h)
-
-
 @functools.partial(jax.custom_vjp, nondiff_argnums=(0,))
 def _scan(cfg: KernelConfig, a, b, resets, h0):
-    """h `[T, N]` from a (`[T, N]` or `[N]`), b `[T, N]`, resets int8 `[T, L]` or None, h0 `[N]`."""
-    return _merge(_forward(cfg, a, b, resets, h0)[0])
+    """Planes of h `[T, N]` from planes of a (`[T, N]` or `[N]`), b `[T, N]`, h0 `[N]`; resets int8 `[T, L]` or
+    None. Planes are tuples of `cfg.parts` float32 arrays."""
+    return tuple(_pallas(_forward_kernel, cfg, [*a, *b, *_optional(resets), *h0], _like(cfg, b[0])))
 
 
 def _scan_fwd(cfg, a, b, resets, h0):
-    h, residuals = _forward(cfg, a, b, resets, h0)
-    return _merge(h), residuals
+    h = _scan(cfg, a, b, resets, h0)
+    return h, (a, resets, h0, h)
 
 
 def _scan_bwd(cfg, residuals, dh):
     a, resets, h0, h = residuals
-    inputs = [*a, *_optional(resets), *h0, *h, *_split(dh, cfg.parts)]
+    inputs = [*a, *_optional(resets), *h0, *h, *dh]
     planes = _pallas(_backward_kernel, cfg, inputs, _like(cfg, a[0]) + _like(cfg, h[0]) + _like(cfg, h0[0]))
     p = cfg.parts
-    da, db, dh0 = _merge(planes[:p]), _merge(planes[p : 2 * p]), _merge(planes[2 * p :])
-    return da, db, None, dh0
+    return tuple(planes[:p]), tuple(planes[p : 2 * p]), None, tuple(planes[2 * p :])
 
 
 _scan.defvjp(_scan_fwd, _scan_bwd)
+
+
+def pallas_reset_scan_planes(a, b, resets=None, h0=None, *, block_size=None, unroll=None, num_warps=None,
+                             interpret=None):
+    """Planar form of `pallas_reset_scan`: a, b and h0 are tuples of planes, `(x,)` for a real recurrence or
+    `(x_re, x_im)` for a complex one, each plane float32 with the shape rules of `ssm.scan.reset_scan`.
+
+    Returns the planes of h, each of shape `b[0].shape`; differentiable (reverse mode), the gradients being
+    planar (d/dx_re, d/dx_im) as for any real function of real arrays.
+    """
+    parts = len(b)
+    if parts not in (1, 2) or len(a) != parts or (h0 is not None and len(h0) != parts):
+        raise ValueError(f"pallas scan: a, b and h0 must be tuples of 1 (real) or 2 (real, imag) planes, got "
+                         f"{len(a)}, {parts} and {None if h0 is None else len(h0)}")
+    a, b = (tuple(jnp.asarray(x, jnp.float32) for x in planes) for planes in (a, b))
+    steps, state = b[0].shape[0], b[0].shape[1:]
+    n = math.prod(state)
+    if steps == 0 or n == 0:
+        raise ValueError(f"pallas scan: b of shape {b[0].shape} is empty")
+    interpret = not on_gpu() if interpret is None else interpret
+    block, unroll, num_warps = choose_layout(n, block_size, unroll, num_warps, interpret)
+    padded = -(-n // block) * block
+
+    def flat(x):  # [..., N] -> [..., N padded to whole blocks]
+        x = x.reshape(x.shape[: x.ndim - len(state)] + (n,))
+        return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, padded - n)]) if padded != n else x
+
+    ndim = b[0].ndim
+    a_full = a[0].ndim == ndim and a[0].shape[0] != 1  # else constant in time: one [N] vector, loaded once
+
+    def flat_a(x):
+        return flat(jnp.broadcast_to(x, b[0].shape) if a_full else jnp.broadcast_to(x[0] if x.ndim == ndim else x,
+                                                                                    state))
+
+    lead = 0
+    if resets is not None:
+        resets = jnp.asarray(resets).reshape(steps, -1).astype(jnp.int8)
+        lead = resets.shape[1]
+    h0 = (jnp.zeros(state, jnp.float32),) * parts if h0 is None else h0
+    h0 = tuple(jnp.broadcast_to(jnp.asarray(x, jnp.float32), state) for x in h0)
+    cfg = KernelConfig(
+        steps=steps, block=block, unroll=unroll, num_warps=num_warps, parts=parts, a_full=a_full, lead=lead,
+        group=n // lead if lead else 1, interpret=interpret,
+    )
+    h = _scan(cfg, tuple(map(flat_a, a)), tuple(map(flat, b)), resets, tuple(map(flat, h0)))
+    return tuple(x[:, :n].reshape(b[0].shape) for x in h)
 
 
 def pallas_reset_scan(a, b, resets=None, h0=None, *, block_size=None, unroll=None, num_warps=None, interpret=None):
@@ -335,7 +388,8 @@ def pallas_reset_scan(a, b, resets=None, h0=None, *, block_size=None, unroll=Non
 
     Inputs follow `ssm.scan.reset_scan`'s rules, which are not re-checked here (call `reset_scan(...,
     method="pallas")` for checked inputs): b `[T, ...]`; a broadcastable to b; resets bool `[T, *lead]`, a prefix
-    of b's shape; h0 broadcastable to `b.shape[1:]`. The result dtype must be float32 or complex64.
+    of b's shape; h0 broadcastable to `b.shape[1:]`. The result dtype must be float32 or complex64; complex
+    arrays are split into planes and merged again around `pallas_reset_scan_planes`.
 
     Args:
       block_size, unroll, num_warps: kernel layout (power-of-2 block of state elements per program, time steps
@@ -348,33 +402,11 @@ def pallas_reset_scan(a, b, resets=None, h0=None, *, block_size=None, unroll=Non
     if dtype not in SUPPORTED_DTYPES:
         supported = ", ".join(str(d) for d in SUPPORTED_DTYPES)
         raise ValueError(f"pallas scan: dtype {dtype} is not supported; supported: {supported}")
-    b = jnp.asarray(b, dtype)
-    a = jnp.asarray(a, dtype)
-    steps, state = b.shape[0], b.shape[1:]
-    n = math.prod(state)
-    if steps == 0 or n == 0:
-        raise ValueError(f"pallas scan: b of shape {b.shape} is empty")
-    interpret = not on_gpu() if interpret is None else interpret
-    block, unroll, num_warps = choose_layout(n, block_size, unroll, num_warps, interpret)
-    padded = -(-n // block) * block
-
-    def flat(x):  # [..., N] -> [..., N padded to whole blocks]
-        x = x.reshape(x.shape[: x.ndim - len(state)] + (n,))
-        return jnp.pad(x, [(0, 0)] * (x.ndim - 1) + [(0, padded - n)]) if padded != n else x
-
-    a_full = a.ndim == b.ndim and a.shape[0] != 1  # else constant in time: one [N] vector, loaded once
-    a = flat(jnp.broadcast_to(a, b.shape) if a_full else jnp.broadcast_to(a[0] if a.ndim == b.ndim else a, state))
-    lead = 0
-    if resets is not None:
-        resets = jnp.asarray(resets).reshape(steps, -1).astype(jnp.int8)
-        lead = resets.shape[1]
-    h0 = jnp.zeros(state, dtype) if h0 is None else jnp.broadcast_to(jnp.asarray(h0, dtype), state)
-    cfg = KernelConfig(
-        steps=steps, block=block, unroll=unroll, num_warps=num_warps, parts=2 if dtype.kind == "c" else 1,
-        a_full=a_full, lead=lead, group=n // lead if lead else 1, interpret=interpret,
-    )
-    h = _scan(cfg, a, flat(b), resets, flat(h0))
-    return h[:, :n].reshape(b.shape)
+    parts = 2 if dtype.kind == "c" else 1
+    split = lambda x: _split(jnp.asarray(x, dtype), parts)
+    h = pallas_reset_scan_planes(split(a), split(b), resets, None if h0 is None else split(h0),
+                                 block_size=block_size, unroll=unroll, num_warps=num_warps, interpret=interpret)
+    return _merge(h)
 
 
 @functools.cache

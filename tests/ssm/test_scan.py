@@ -1,4 +1,5 @@
-"""reset_scan: every method equals the sequential reference, values and gradients, with random resets."""
+"""reset_scan: every method equals the sequential reference, values and gradients, with random resets; the planar
+form reset_scan_planes equals the complex one."""
 
 import functools
 
@@ -6,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssm.scan import METHODS, reset_scan
+from ssm.scan import METHODS, reset_scan, reset_scan_planes
 
 PARALLEL = [m for m in METHODS if m not in ("sequential", "auto")] + ["auto"]
 
@@ -149,3 +150,60 @@ def test_jit_and_vmap():
 def test_bad_input_errors(kwargs, message):
     with pytest.raises((ValueError, TypeError), match=message):
         reset_scan(**kwargs)
+
+
+def planes_of(x):
+    return (jnp.real(x), jnp.imag(x)) if jnp.iscomplexobj(x) else (x,)
+
+
+def merged(planes):
+    return planes[0] if len(planes) == 1 else jax.lax.complex(*planes)
+
+
+@functools.cache
+def planar_loss_and_grads(method, reference_form):
+    """Jitted (a, b, h0 planes, resets, cotangent planes) -> (loss, grads w.r.t. the planes of a, b and h0), the
+    loss being <cotangent, h> over the planes; h from reset_scan_planes(method), or (reference_form) from
+    the sequential complex reset_scan of the merged planes."""
+
+    def loss(a, b, h0, resets, ct):
+        if reference_form:
+            h = planes_of(reset_scan(merged(a), merged(b), resets, merged(h0), method="sequential"))
+        else:
+            h = reset_scan_planes(a, b, resets, h0, method=method)
+        return sum(jnp.sum(c * x) for c, x in zip(ct, h, strict=True))
+
+    return jax.jit(jax.value_and_grad(loss, argnums=(0, 1, 2)))
+
+
+@pytest.mark.parametrize("method", ["sequential", *PARALLEL])
+@pytest.mark.parametrize("complex_", [False, True])
+@pytest.mark.parametrize("a_shape", ["full", "state"])
+@settings(max_examples=4)
+@given(seed=st.integers(0, 2**16), reset_prob=st.sampled_from([0.0, 0.2, 1.0]))
+def test_planes_match_complex_scan(method, complex_, a_shape, seed, reset_prob):
+    a, b, resets, h0 = make_inputs(seed, 9, 3, 4, complex_, reset_prob, a_shape)
+    ct = planes_of(make_inputs(seed + 1, 9, 3, 4, complex_, 0.0)[1])
+    args = (planes_of(a), planes_of(b), planes_of(h0), resets, ct)
+    loss, grads = planar_loss_and_grads(method, False)(*args)
+    want_loss, want_grads = planar_loss_and_grads(method, True)(*args)
+    assert rel_err(loss, want_loss) < 1e-5
+    for got, want in zip(jax.tree.leaves(grads), jax.tree.leaves(want_grads), strict=True):
+        assert rel_err(got, want) < 1e-5
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        (dict(a=jnp.ones(3), b=(jnp.ones((5, 3)),)), "tuple"),
+        (dict(a=(jnp.ones(3),) * 3, b=(jnp.ones((5, 3)),)), "tuple"),
+        (dict(a=(jnp.ones(3),), b=(jnp.ones((5, 3)),) * 2), "all complex"),
+        (dict(a=(jnp.ones(3),), b=(jnp.ones((5, 3), jnp.complex64),)), "real floats"),
+        (dict(a=(jnp.ones(3),) * 2, b=(jnp.ones((5, 3)), jnp.ones((5, 2)))), "differ in shape"),
+        (dict(a=(jnp.ones(3),), b=(jnp.ones((5, 3)),), method="fast"), "unknown method"),
+        (dict(a=(jnp.ones(3),), b=(jnp.ones((5, 3)),), resets=jnp.ones((4,), bool), method="pallas"), "prefix"),
+    ],
+)
+def test_planes_bad_input_errors(kwargs, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        reset_scan_planes(**kwargs)
