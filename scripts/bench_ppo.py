@@ -40,10 +40,13 @@ from agents.ppo import PPOConfig, make_ppo
 from agents.returns import gae
 
 S5_KWARGS = {"d_model": 128, "state_size": 128, "n_layers": 2}
-ROWS = {  # row name: (registered core, its kwargs); "-pallas" rows run the fused GPU scan kernel
+ROWS = {  # row name: (registered core, its kwargs); "s5" scans with method "auto" (the fused kernel on a GPU)
     "s5": ("s5", S5_KWARGS),
-    "s5-pallas": ("s5", {**S5_KWARGS, "scan_method": "pallas"}),
+    "s5-xla": ("s5", {**S5_KWARGS, "scan_method": "associative"}),
+    "s5-bf16": ("s5", {**S5_KWARGS, "dtype": "bfloat16"}),
+    "s5-1layer-bf16": ("s5", {**S5_KWARGS, "n_layers": 1, "dtype": "bfloat16"}),
     "lru": ("lru", {"d_model": 128, "state_size": 128, "n_layers": 2}),
+    "lru-bf16": ("lru", {"d_model": 128, "state_size": 128, "n_layers": 2, "dtype": "bfloat16"}),
     "s4d": ("s4d", {"d_model": 128, "state_size": 64, "n_layers": 2}),
     "mamba": ("mamba", {"d_model": 128, "n_layers": 2}),
     "gru": ("gru", {"features": 128}),

@@ -9,7 +9,9 @@ compared with the device's measured copy bandwidth (read + write of one large ar
 "associative_flag" is the common alternative that carries the reset flag as a third scan element instead of
 folding it into `a`; "pallas" is the fused kernel (GPU only: off GPU it would run in interpret mode, which
 says nothing about speed, so it is skipped). `--pallas-layouts BLOCKxUNROLL[xWARPS] ...` adds rows for the
-kernel with those layouts next to its default one. Prints a markdown table.
+kernel with those layouts next to its default one. "pallas-planes" is the kernel's planar entry point
+(`pallas_reset_scan_planes`), timed on inputs that are already real and imaginary float32 planes, as S5 and
+LRU hold them: no complex split or merge around the kernel. Prints a markdown table.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssm.kernels import on_gpu, pallas_reset_scan
+from ssm.kernels import on_gpu, pallas_reset_scan, pallas_reset_scan_planes
 from ssm.scan import METHODS, reset_scan
 
 PRESETS = {
@@ -64,9 +66,20 @@ def make_inputs(steps, batch, state, dtype, key):
     return a, b, resets
 
 
+PLANAR = "pallas-planes"
+
+
+def planes(x):
+    """(real, imag) float32 planes of a complex array, (x,) of a real one."""
+    return (jnp.real(x), jnp.imag(x)) if jnp.iscomplexobj(x) else (x,)
+
+
 def scan_variants(methods, pallas_layouts, chunk):
-    """{row name: scan(a, b, resets)}: the chosen methods, then the kernel at each extra layout."""
-    variants = {m: functools.partial(reset_scan, method=m, chunk_size=chunk) for m in methods}
+    """{row name: scan(a, b, resets)}: the chosen methods, then the kernel at each extra layout. The planar row
+    takes and returns tuples of planes."""
+    variants = {m: functools.partial(reset_scan, method=m, chunk_size=chunk) for m in methods if m != PLANAR}
+    if PLANAR in methods:
+        variants[PLANAR] = pallas_reset_scan_planes
     for layout in pallas_layouts:
         parts = layout.lower().split("x")
         if len(parts) not in (2, 3) or not all(p.isdigit() for p in parts):
@@ -82,7 +95,7 @@ def main(argv=None):
     parser.add_argument("--steps", type=int, nargs="+", default=[128, 1024, 16384], help="sequence lengths T")
     parser.add_argument("--sizes", nargs="+", default=preset["sizes"], help="BxP (batch x state) pairs")
     parser.add_argument("--dtypes", nargs="+", default=preset["dtypes"], choices=["float32", "complex64"])
-    methods = [m for m in METHODS if m != "auto"]
+    methods = [m for m in METHODS if m != "auto"] + [PLANAR]
     parser.add_argument("--methods", nargs="+", default=methods, choices=methods)
     parser.add_argument("--chunk", type=int, default=64, help="chunk size of the chunked methods")
     parser.add_argument("--pallas-layouts", nargs="*", default=[], metavar="BLOCKxUNROLL[xWARPS]",
@@ -91,9 +104,9 @@ def main(argv=None):
     parser.add_argument("--reps", type=int, default=5)
     parser.add_argument("--no-grad", action="store_true", help="time the forward pass only")
     args = parser.parse_args(argv)
-    if not on_gpu() and ("pallas" in args.methods or args.pallas_layouts):
+    if not on_gpu() and ({"pallas", PLANAR} & set(args.methods) or args.pallas_layouts):
         print("# pallas skipped: off GPU the kernel runs in interpret mode, not worth timing", file=sys.stderr)
-        args.methods = [m for m in args.methods if m != "pallas"]
+        args.methods = [m for m in args.methods if m not in ("pallas", PLANAR)]
         args.pallas_layouts = []
     variants = scan_variants(args.methods, args.pallas_layouts, args.chunk)
 
@@ -114,12 +127,14 @@ def main(argv=None):
                 moved = 3 * a.nbytes
                 for method, scan in variants.items():
                     head = f"| {method} | {dtype_name} | {steps} | {batch} | {state} |"
+                    inputs = (planes(a), planes(b), resets) if method == PLANAR else (a, b, resets)
                     try:
-                        t_fwd = timed(jax.jit(scan), a, b, resets, reps=args.reps)
+                        t_fwd = timed(jax.jit(scan), *inputs, reps=args.reps)
                         t_bwd = float("nan")
                         if not args.no_grad:
-                            loss = lambda a, b, r, scan=scan: jnp.sum(jnp.abs(scan(a, b, r)) ** 2)
-                            t_bwd = timed(jax.jit(jax.grad(loss, argnums=(0, 1))), a, b, resets, reps=args.reps)
+                            loss = lambda a, b, r, scan=scan: sum(jnp.sum(jnp.abs(x) ** 2)
+                                                                  for x in jax.tree.leaves(scan(a, b, r)))
+                            t_bwd = timed(jax.jit(jax.grad(loss, argnums=(0, 1))), *inputs, reps=args.reps)
                     except Exception as err:  # noqa: BLE001 - e.g. out of memory: a row that says so
                         print(f"# {method} {dtype_name} T={steps} {size}: {err}"[:300], file=sys.stderr)
                         print(f"{head} failed (out of memory?) | | | |", flush=True)

@@ -25,7 +25,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssm.s5 import S5Block
+from ssm.s5 import S5Block, project
 from ssm.scan import reset_scan_planes
 from ssm.stack import StackedCore
 
@@ -47,7 +47,7 @@ def lru_eigenvalues(nu_log, theta_log):
 
 
 class LRULayer(nn.Module):
-    """One LRU: u `[T, *batch, H]` -> y `[T, *batch, H]`, state `[*batch, N]` complex64."""
+    """One LRU: u `[T, *batch, H]` -> y `[T, *batch, H]` (u's dtype), state `[*batch, N]` complex64."""
 
     d_model: int
     state_size: int = 64
@@ -85,10 +85,10 @@ class LRULayer(nn.Module):
         c_im = self.param("C_im", normal(n**-0.5), (width, n))
         d = self.param("D", normal(1.0), (width,))
         gamma = jnp.exp(gamma_log)
-        bu = (gamma * (u @ b_re.T), gamma * (u @ b_im.T))  # real and imaginary planes [T, *batch, N]
+        bu = (gamma * project(u, b_re.T), gamma * project(u, b_im.T))  # real and imaginary planes [T, *batch, N]
         h_re, h_im = reset_scan_planes((lam.real, lam.imag), bu, resets, (h0.real, h0.imag), method=self.scan_method)
         y = h_re @ c_re.T - h_im @ c_im.T + d * u
-        return jax.lax.complex(h_re[-1], h_im[-1]), y
+        return jax.lax.complex(h_re[-1], h_im[-1]), y.astype(u.dtype)
 
 
 class LRUCore(StackedCore):
@@ -113,4 +113,4 @@ class LRUCore(StackedCore):
 
     @nn.nowrap
     def block(self, index: int) -> S5Block:
-        return S5Block(self.layer(), self.activation, self.prenorm, self.dropout, name=f"block_{index}")
+        return S5Block(self.layer(), self.activation, self.prenorm, self.dropout, self.dtype, name=f"block_{index}")

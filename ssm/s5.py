@@ -15,7 +15,9 @@ statistics across time would leak information across episode resets in RL.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -68,8 +70,15 @@ def discretize(lam, b_tilde, step, method: str):
     return inv * (1.0 + 0.5 * step * lam), (inv * step)[:, None] * b_tilde
 
 
+def project(u, weight):
+    """u `[..., H]` @ weight `[H, P]` in u's dtype (bfloat16 under mixed precision), the result in float32."""
+    return jnp.matmul(u, weight.astype(u.dtype), preferred_element_type=jnp.float32)
+
+
 class S5SSM(nn.Module):
-    """One S5 SSM: u `[T, *batch, H]` -> y `[T, *batch, H]`, state `[*batch, P']` complex64."""
+    """One S5 SSM: u `[T, *batch, H]` -> y `[T, *batch, H]` (u's dtype), state `[*batch, P']` complex64.
+
+    The input projection reads u in its own dtype; the scan, its state and the output projection are float32."""
 
     d_model: int
     state_size: int = 64
@@ -136,42 +145,48 @@ class S5SSM(nn.Module):
 
     def __call__(self, h0, u, resets):
         lam_bar, b_bar = self.discrete_system()
-        bu = (u @ b_bar.real.T, u @ b_bar.imag.T)  # real and imaginary planes [T, *batch, P']
+        bu = (project(u, b_bar.real.T), project(u, b_bar.imag.T))  # real and imaginary planes [T, *batch, P']
         h_re, h_im = reset_scan_planes((lam_bar.real, lam_bar.imag), bu, resets, (h0.real, h0.imag),
                                        method=self.scan_method)
         y = h_re @ self.c[..., 0].T - h_im @ self.c[..., 1].T
         if self.conj_sym:
             y = 2.0 * y
-        return jax.lax.complex(h_re[-1], h_im[-1]), y + self.d * u
+        return jax.lax.complex(h_re[-1], h_im[-1]), (y + self.d * u).astype(u.dtype)
 
 
 class S5Block(nn.Module):
-    """Norm -> S5 -> activation (GELU or a GLU variant) -> dropout -> residual, as in the S5 paper."""
+    """Norm -> S5 -> activation (GELU or a GLU variant) -> dropout -> residual, as in the S5 paper.
+
+    `dtype` is the activations' dtype: bfloat16 runs the norm, the GLU and the residual stream in bfloat16
+    (parameters, the norm's statistics and the SSM's scan stay float32)."""
 
     ssm: S5SSM
     activation: str = "half_glu1"
     prenorm: bool = True
     dropout: float = 0.0
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, h0, x, resets, deterministic: bool = True):
         choice(self.activation, ACTIVATIONS, "activation")
         drop = nn.Dropout(self.dropout, deterministic=deterministic)
+        x = x.astype(self.dtype)
         skip = x
-        norm = nn.LayerNorm()
+        norm = nn.LayerNorm(dtype=self.dtype)
         if self.prenorm:
             x = norm(x)
         h, x = self.ssm(h0, x, resets)
         width = x.shape[-1]
+        dense = functools.partial(nn.Dense, dtype=self.dtype)
         gelu = drop(nn.gelu(x))
         if self.activation == "gelu":
             x = gelu
         elif self.activation == "full_glu":
-            x = drop(nn.Dense(width)(gelu) * jax.nn.sigmoid(nn.Dense(width)(gelu)))
+            x = drop(dense(width)(gelu) * jax.nn.sigmoid(dense(width)(gelu)))
         elif self.activation == "half_glu1":
-            x = drop(gelu * jax.nn.sigmoid(nn.Dense(width)(gelu)))
+            x = drop(gelu * jax.nn.sigmoid(dense(width)(gelu)))
         else:  # half_glu2: GELU only on the gate's input
-            x = drop(x * jax.nn.sigmoid(nn.Dense(width)(gelu)))
+            x = drop(x * jax.nn.sigmoid(dense(width)(gelu)))
         x = skip + x
         if not self.prenorm:
             x = norm(x)
@@ -180,6 +195,8 @@ class S5Block(nn.Module):
 
 class S5Core(StackedCore):
     """Stacked S5: x `[T, *batch, D]` -> Dense(d_model) -> n_layers S5 blocks -> y `[T, *batch, d_model]`.
+
+    `dtype=jnp.bfloat16` is mixed precision: activations in bfloat16, parameters and the scan in float32.
 
     Carry: a tuple of n_layers complex64 states `[*batch, P']`.
     """
@@ -206,4 +223,4 @@ class S5Core(StackedCore):
 
     @nn.nowrap
     def block(self, index: int) -> S5Block:
-        return S5Block(self.layer(), self.activation, self.prenorm, self.dropout, name=f"block_{index}")
+        return S5Block(self.layer(), self.activation, self.prenorm, self.dropout, self.dtype, name=f"block_{index}")

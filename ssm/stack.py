@@ -22,7 +22,7 @@ class StackedCore(RecurrentCore):
 
     d_model: int = 64
     n_layers: int = 2
-    dtype: Any = jnp.float32
+    dtype: Any = jnp.float32  # the encoder's output dtype (S5 and LRU blocks: all activations; see S5Block)
 
     @nn.nowrap
     def layer(self) -> nn.Module:
@@ -52,7 +52,7 @@ class StackedCore(RecurrentCore):
             raise ValueError(f"{owner}: carry has {len(carry)} layers, the core has n_layers={self.n_layers}")
         for leaf in jax.tree.leaves(carry):
             check_carry_batch(leaf, x.shape[1:-1], owner)
-        x = nn.Dense(self.d_model, name="encoder")(x.astype(self.dtype))
+        x = nn.Dense(self.d_model, dtype=self.dtype, name="encoder")(x)
         new_carry = []
         for i, layer_carry in enumerate(carry):
             layer_carry, x = self.block(i)(layer_carry, x, resets, deterministic=deterministic)
