@@ -239,9 +239,10 @@ def device_op_times(trace_dir: str) -> tuple[dict[str, float], list[str]]:
     return dict(times), lines
 
 
-def profile_update(compiled, state, updates: int, trace_dir: str) -> tuple[dict[str, float], float, list[str]]:
-    """({stage: ms on the device per update}, wall ms per update, device lines) over `updates` updates from the
-    warm `state`, traced into `trace_dir` (which also gets the compiled module's text, `module.hlo.txt`)."""
+def profile_update(compiled, state, updates: int, trace_dir: str):
+    """({stage: ms on the device per update}, wall ms per update, device lines, [(ms per update, stage, op name) of
+    every op, most expensive first]) over `updates` updates from the warm `state`, traced into `trace_dir` (which
+    also gets the compiled module's text, `module.hlo.txt`)."""
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
         start = time.perf_counter()
         for _ in range(updates):
@@ -252,13 +253,14 @@ def profile_update(compiled, state, updates: int, trace_dir: str) -> tuple[dict[
     text = compiled.as_text()
     Path(trace_dir, "module.hlo.txt").write_text(text)
     names = op_names(text)
-    stages = collections.defaultdict(float)
+    stages, ops = collections.defaultdict(float), []
     for op, micros in times.items():
         name = names.get(op, "")
         stage = next((label for scope, label in STAGES if scope in name), "other")
         stage = COMMAND_BUFFERS if op.startswith("command_buffer") else stage
         stages[stage] += micros / 1e3 / updates
-    return dict(stages), wall * 1e3 / updates, lines
+        ops.append((micros / 1e3 / updates, stage, name or op))
+    return dict(stages), wall * 1e3 / updates, lines, sorted(ops, reverse=True)
 
 
 def main() -> None:
@@ -274,6 +276,8 @@ def main() -> None:
     parser.add_argument("--profile", action="store_true",
                         help="also trace 2 updates a row and print where the device time goes, by stage")
     parser.add_argument("--profile-dir", help="keep the traces and compiled modules here (default: discarded)")
+    parser.add_argument("--top-ops", type=int, default=0, metavar="N",
+                        help="with --profile, also list each row's N most expensive ops (jax name stack)")
     args = parser.parse_args()
     rows = [(env, n, core) for env in args.envs for n in args.num_envs for core in args.cores]
     print(f"# PPO end to end, {jax.devices()[0].device_kind}, jax {jax.__version__}, "
@@ -306,22 +310,28 @@ def main() -> None:
                 message = f"{type(error).__name__}: {str(error).splitlines()[0][:100]}" if str(error) else error
                 print(f"| {env} | {num_envs} | {core} | {message} | |", flush=True)
     if profiles:
-        print_profiles(profiles)
+        print_profiles(profiles, args.top_ops)
 
 
-def print_profiles(profiles) -> None:
-    """Markdown table: per row, ms per update on the device by stage, and device-busy time against wall time."""
+def print_profiles(profiles, top_ops: int = 0) -> None:
+    """Markdown tables: per row, ms per update on the device by stage, and device-busy time against wall time;
+    then, with `top_ops`, each row's most expensive ops."""
     labels = [label for _, label in STAGES] + ["other"]
-    if any(COMMAND_BUFFERS in stages for _, stages, _, _ in profiles):
+    if any(COMMAND_BUFFERS in stages for _, stages, _, _, _ in profiles):
         labels.append(COMMAND_BUFFERS)
         print("\n# XLA ran kernels inside command buffers (CUDA graphs), which the trace does not attribute to ops: "
               "rerun with XLA_FLAGS=--xla_gpu_enable_command_buffer= to see the stages (slower wall time)")
     print(f"\n# device time per update by stage, ms (device lines: {profiles[0][3]})")
     print(f"| env | num_envs | core | {' | '.join(labels)} | device busy | wall |")
     print(f"|---|---:|---|{'---:|' * (len(labels) + 2)}")
-    for (env, num_envs, core), stages, wall, _ in profiles:
+    for (env, num_envs, core), stages, wall, _, _ in profiles:
         cells = " | ".join(f"{stages.get(label, 0.0):.1f}" for label in labels)
         print(f"| {env} | {num_envs} | {core} | {cells} | {sum(stages.values()):.1f} | {wall:.1f} |", flush=True)
+    for (env, num_envs, core), _, _, _, ops in profiles if top_ops else ():
+        print(f"\n# {env}, {num_envs} envs, {core}: the {top_ops} most expensive ops, ms per update\n"
+              "| ms | stage | op (name stack) |\n|---:|---|---|")
+        for ms, stage, name in ops[:top_ops]:
+            print(f"| {ms:.2f} | {stage} | {name.replace('while/body/closed_call/', '')[-150:]} |")
 
 
 if __name__ == "__main__":

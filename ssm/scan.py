@@ -226,6 +226,9 @@ def _planes(x, name: str):
             raise TypeError(f"reset_scan_planes: the planes of {name} must be real floats, got {p.dtype}")
     if len(planes) == 2 and planes[0].shape != planes[1].shape:
         raise ValueError(f"reset_scan_planes: the planes of {name} differ in shape: {[p.shape for p in planes]}")
+    if len(planes) == 2 and any(p.dtype not in (jnp.float32, jnp.float64) for p in planes):
+        raise TypeError(f"reset_scan_planes: complex planes of {name} must be float32 or float64, got "
+                        f"{[str(p.dtype) for p in planes]}")
     return planes
 
 

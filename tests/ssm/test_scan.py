@@ -200,6 +200,7 @@ def test_planes_match_complex_scan(method, complex_, a_shape, seed, reset_prob):
         (dict(a=(jnp.ones(3),), b=(jnp.ones((5, 3)),) * 2), "all complex"),
         (dict(a=(jnp.ones(3),), b=(jnp.ones((5, 3), jnp.complex64),)), "real floats"),
         (dict(a=(jnp.ones(3),) * 2, b=(jnp.ones((5, 3)), jnp.ones((5, 2)))), "differ in shape"),
+        (dict(a=(jnp.ones(3),) * 2, b=(jnp.ones((5, 3), jnp.bfloat16),) * 2), "float32 or float64"),
         (dict(a=(jnp.ones(3),), b=(jnp.ones((5, 3)),), method="fast"), "unknown method"),
         (dict(a=(jnp.ones(3),), b=(jnp.ones((5, 3)),), resets=jnp.ones((4,), bool), method="pallas"), "prefix"),
     ],
