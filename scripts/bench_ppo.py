@@ -8,12 +8,15 @@ The reference ("ref-gru") is what single-file recurrent PPO scripts do: a flax `
 same env, PPO settings, widths and losses as ssmrl's PPO. Per row: env steps/s of the steady state (`--updates`
 updates after a warm-up one) and the seconds to trace and compile the update ahead of time. `--compile-workers K`
 compiles K rows at once in threads (much shorter wall time for the whole table; each row's compile time is then
-inflated by the sharing, so quote compile times from a `--compile-workers 1` run). Prints a markdown table.
+inflated by the sharing, so quote compile times from a `--compile-workers 1` run); every row is compiled before
+any is timed. Rows: `ROWS` (S5 and LRU in float32 and `dtype: bfloat16`, S5 with XLA's scan, one bfloat16 S5
+layer, the other cores, the MLP). Prints a markdown table.
 
 `--profile` traces 2 more updates a row (jax.profiler, Perfetto trace) and sums the device time of each kernel
 by PPO stage (env step, core scan, policy in the rollout, GAE, training), read from the scopes in its op names.
 On GPU, XLA runs most kernels inside command buffers (CUDA graphs), which the trace cannot attribute: profile
 with `XLA_FLAGS=--xla_gpu_enable_command_buffer=` (the wall time is then longer, the device time about the same).
+`--top-ops N` adds each row's N most expensive ops, named by their jax name stack.
 """
 
 from __future__ import annotations
