@@ -5,9 +5,7 @@ block of `block` consecutive elements of the flattened state axes `[N] = [B * P]
 registers and loops over time. Resets are applied inside the kernel (a_t <- 0 where reset_t), the initial
 state h0 is loaded as the register value before step 0, and a decay that is constant in time (`[P]`, `[1, B, P]`)
 is loaded once per program instead of being broadcast over T. `unroll` steps are loaded before they are used,
-so that many loads are in flight per thread while the recurrence itself stays sequential. Complex arrays
-travel as separate real and imaginary float32 planes (Triton has no complex type): splitting and merging them
-are XLA passes outside the kernel, so complex inputs move more bytes than the fused minimum.
+so that many loads are in flight per thread while the recurrence itself stays sequential.
 
 Planar complex. Triton has no complex type, so a complex recurrence runs on separate real and imaginary float32
 planes. `pallas_reset_scan_planes` takes and returns the planes themselves: a caller that keeps its complex
