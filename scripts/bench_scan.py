@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ssm.kernels import on_gpu, pallas_reset_scan, pallas_reset_scan_planes
+from ssm.kernels import on_gpu, pallas_reset_scan, pallas_reset_scan_planes, to_planes
 from ssm.scan import METHODS, reset_scan
 
 PRESETS = {
@@ -67,11 +67,6 @@ def make_inputs(steps, batch, state, dtype, key):
 
 
 PLANAR = "pallas-planes"
-
-
-def planes(x):
-    """(real, imag) float32 planes of a complex array, (x,) of a real one."""
-    return (jnp.real(x), jnp.imag(x)) if jnp.iscomplexobj(x) else (x,)
 
 
 def scan_variants(methods, pallas_layouts, chunk):
@@ -127,7 +122,7 @@ def main(argv=None):
                 moved = 3 * a.nbytes
                 for method, scan in variants.items():
                     head = f"| {method} | {dtype_name} | {steps} | {batch} | {state} |"
-                    inputs = (planes(a), planes(b), resets) if method == PLANAR else (a, b, resets)
+                    inputs = (to_planes(a), to_planes(b), resets) if method == PLANAR else (a, b, resets)
                     try:
                         t_fwd = timed(jax.jit(scan), *inputs, reps=args.reps)
                         t_bwd = float("nan")

@@ -13,12 +13,12 @@ from ssm.rnn import GRUCore, LSTMCore
 from ssm.s4 import S4SSM, S4Core
 from ssm.s4d import S4DSSM, S4DCore
 from ssm.s5 import S5SSM, S5Block, S5Core
-from ssm.scan import reset_scan, reset_scan_planes
+from ssm.scan import from_planes, reset_scan, reset_scan_planes, to_planes
 
 __all__ = [
     "S4Core", "S4DCore", "S4DSSM", "S4SSM",
     "LRUCore", "LRULayer", "Mamba2Core", "Mamba2Layer", "MambaCore", "MambaLayer", "MambaState", "ssd_chunked",
     "ssd_recurrent",
     "CORES", "GRUCore", "LSTMCore", "RecurrentCore", "S5Block", "S5Core", "S5SSM", "make_core", "reset_scan",
-    "reset_scan_planes",
+    "reset_scan_planes", "to_planes", "from_planes",
 ]

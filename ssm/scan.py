@@ -20,7 +20,15 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from ssm.kernels import SUPPORTED_DTYPES, kernel_compiles, on_gpu, pallas_reset_scan, pallas_reset_scan_planes
+from ssm.kernels import (
+    SUPPORTED_DTYPES,
+    from_planes,
+    kernel_compiles,
+    on_gpu,
+    pallas_reset_scan,
+    pallas_reset_scan_planes,
+    to_planes,
+)
 
 METHODS = ("sequential", "associative", "chunked", "associative_flag", "pallas", "auto")
 DEFAULT_CHUNK = 64
@@ -232,10 +240,6 @@ def _planes(x, name: str):
     return planes
 
 
-def _merge_planes(planes):
-    return planes[0] if len(planes) == 1 else jax.lax.complex(*planes)
-
-
 def reset_scan_planes(a, b, resets=None, h0=None, method: str = "auto", chunk_size: int = DEFAULT_CHUNK):
     """`reset_scan` on planes: a, b (and h0) are `(x,)` for a real recurrence or `(x_re, x_im)` for a complex
     one, with the shapes of `reset_scan`'s arguments. Returns the planes of h, each of shape `b[0].shape`.
@@ -257,6 +261,6 @@ def reset_scan_planes(a, b, resets=None, h0=None, method: str = "auto", chunk_si
         _, _, resets, _ = _check(a[0], b[0], resets, None if h0 is None else h0[0])
         with jax.named_scope("reset_scan"):
             return pallas_reset_scan_planes(a, b, resets, h0)
-    h = reset_scan(_merge_planes(a), _merge_planes(b), resets, None if h0 is None else _merge_planes(h0),
+    h = reset_scan(from_planes(a), from_planes(b), resets, None if h0 is None else from_planes(h0),
                    method=method, chunk_size=chunk_size)
-    return (h,) if len(b) == 1 else (jnp.real(h), jnp.imag(h))
+    return to_planes(h)

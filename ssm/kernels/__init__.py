@@ -2,10 +2,15 @@
 
 from ssm.kernels.pallas_scan import (
     SUPPORTED_DTYPES,
+    from_planes,
     kernel_compiles,
     on_gpu,
     pallas_reset_scan,
     pallas_reset_scan_planes,
+    to_planes,
 )
 
-__all__ = ["SUPPORTED_DTYPES", "kernel_compiles", "on_gpu", "pallas_reset_scan", "pallas_reset_scan_planes"]
+__all__ = [
+    "SUPPORTED_DTYPES", "from_planes", "kernel_compiles", "on_gpu", "pallas_reset_scan", "pallas_reset_scan_planes",
+    "to_planes",
+]

@@ -132,11 +132,14 @@ def _zero_where(x, reset):
     return x if reset is None else tuple(jnp.where(reset, jnp.zeros_like(p), p) for p in x)
 
 
-def _split(x, parts):
-    return (x,) if parts == 1 else (jnp.real(x), jnp.imag(x))
+def to_planes(x):
+    """(x,) for a real array, (real, imag) for a complex one."""
+    x = jnp.asarray(x)
+    return (jnp.real(x), jnp.imag(x)) if jnp.iscomplexobj(x) else (x,)
 
 
-def _merge(planes):
+def from_planes(planes):
+    """The array whose planes these are: planes[0], or real + i imag."""
     return planes[0] if len(planes) == 1 else jax.lax.complex(*planes)
 
 
@@ -400,11 +403,10 @@ def pallas_reset_scan(a, b, resets=None, h0=None, *, block_size=None, unroll=Non
     if dtype not in SUPPORTED_DTYPES:
         supported = ", ".join(str(d) for d in SUPPORTED_DTYPES)
         raise ValueError(f"pallas scan: dtype {dtype} is not supported; supported: {supported}")
-    parts = 2 if dtype.kind == "c" else 1
-    split = lambda x: _split(jnp.asarray(x, dtype), parts)
+    split = lambda x: to_planes(jnp.asarray(x, dtype))
     h = pallas_reset_scan_planes(split(a), split(b), resets, None if h0 is None else split(h0),
                                  block_size=block_size, unroll=unroll, num_warps=num_warps, interpret=interpret)
-    return _merge(h)
+    return from_planes(h)
 
 
 @functools.cache

@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ssm.scan import METHODS, reset_scan, reset_scan_planes
+from ssm.scan import METHODS, from_planes, reset_scan, reset_scan_planes, to_planes
 
 PARALLEL = [m for m in METHODS if m not in ("sequential", "auto")] + ["auto"]
 
@@ -152,14 +152,6 @@ def test_bad_input_errors(kwargs, message):
         reset_scan(**kwargs)
 
 
-def planes_of(x):
-    return (jnp.real(x), jnp.imag(x)) if jnp.iscomplexobj(x) else (x,)
-
-
-def merged(planes):
-    return planes[0] if len(planes) == 1 else jax.lax.complex(*planes)
-
-
 @functools.cache
 def planar_loss_and_grads(method, reference_form):
     """Jitted (a, b, h0 planes, resets, cotangent planes) -> (loss, grads w.r.t. the planes of a, b and h0), the
@@ -168,7 +160,7 @@ def planar_loss_and_grads(method, reference_form):
 
     def loss(a, b, h0, resets, ct):
         if reference_form:
-            h = planes_of(reset_scan(merged(a), merged(b), resets, merged(h0), method="sequential"))
+            h = to_planes(reset_scan(from_planes(a), from_planes(b), resets, from_planes(h0), method="sequential"))
         else:
             h = reset_scan_planes(a, b, resets, h0, method=method)
         return sum(jnp.sum(c * x) for c, x in zip(ct, h, strict=True))
@@ -183,8 +175,8 @@ def planar_loss_and_grads(method, reference_form):
 @given(seed=st.integers(0, 2**16), reset_prob=st.sampled_from([0.0, 0.2, 1.0]))
 def test_planes_match_complex_scan(method, complex_, a_shape, seed, reset_prob):
     a, b, resets, h0 = make_inputs(seed, 9, 3, 4, complex_, reset_prob, a_shape)
-    ct = planes_of(make_inputs(seed + 1, 9, 3, 4, complex_, 0.0)[1])
-    args = (planes_of(a), planes_of(b), planes_of(h0), resets, ct)
+    ct = to_planes(make_inputs(seed + 1, 9, 3, 4, complex_, 0.0)[1])
+    args = (to_planes(a), to_planes(b), to_planes(h0), resets, ct)
     loss, grads = planar_loss_and_grads(method, False)(*args)
     want_loss, want_grads = planar_loss_and_grads(method, True)(*args)
     assert rel_err(loss, want_loss) < 1e-5
