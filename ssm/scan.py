@@ -254,7 +254,7 @@ def reset_scan_planes(a, b, resets=None, h0=None, method: str = "auto", chunk_si
                          f"{len(a)}, {len(b)} and {None if h0 is None else len(h0)} planes")
     if method not in METHODS:
         raise ValueError(f"reset_scan_planes: unknown method {method!r}; choose one of {METHODS}")
-    if method == "auto" and b[0].shape[0] > 1:
+    if method == "auto":
         method = auto_method()
     dtype = jnp.result_type(*a, *b)
     if method == "pallas" and dtype == jnp.float32 and b[0].size and b[0].shape[0] > 1:
