@@ -1,17 +1,17 @@
 """Decision Mamba (Lv et al. 2024, "Decision Mamba: A Multi-Grained State Space Model with Self-Evolution
 Regularization for Offline RL", NeurIPS 2024), and DT with a recurrent core in place of attention.
 
-Backbones for `agents.decision_transformer.DecisionModel` (tokens `[3K, B, D]` -> `[3K, B, D]`):
+Backbones for `ssmrl.agents.decision_transformer.DecisionModel` (tokens `[3K, B, D]` -> `[3K, B, D]`):
 
 - `MultiGrainedMamba` (DM): n_layers residual blocks x + Coarse(RMSNorm(x)) + LN(Fine(RMSNorm(x))), then RMSNorm.
-  The coarse-grained branch is a Mamba layer (`ssm.mamba.MambaLayer`) over the whole token sequence (inter-step);
+  The coarse-grained branch is a Mamba layer (`ssmrl.ssm.mamba.MambaLayer`) over the whole token sequence (inter-step);
   the fine-grained branch is a second Mamba layer with its own parameters that scans each (R_t, s_t, a_t) triplet
   on its own (its state and conv window are reset at every R_t token: intra-step). DM's embeddings (residual MLPs,
   LayerNorm before adding the timestep embedding) and MLP action head are options of `DecisionModel`.
-- `CoreBackbone`: any `ssm.make_core` core run over the tokens from a zero carry: "mamba" gives the plain Decision
+- `CoreBackbone`: any `ssmrl.ssm.make_core` core run over the tokens from a zero carry: "mamba" gives the plain Decision
   Mamba (DT with Mamba blocks in place of the GPT blocks, Ota 2024), "s5" a Decision-S5.
 
-DM's training objective (`agents.offline_train`): 0.9 * MSE(action, PSER target) + 0.05 * Huber(next state) +
+DM's training objective (`ssmrl.agents.offline_train`): 0.9 * MSE(action, PSER target) + 0.05 * Huber(next state) +
 0.05 * Huber(next return-to-go), the last two predicted from the action token ("inverse learning objectives").
 Progressive self-evolution regularisation (PSER): training runs in iterations of `steps_per_iter` updates; during
 iteration k (k = 0, 1, ... completed iterations) the action target is
@@ -37,12 +37,11 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-from agents.decision_transformer import triplet_starts
-from ssm.core import RecurrentCore
-from ssm.mamba import MambaLayer
-from ssm.registry import CORES, build_named
-from ssm.stack import StackedCore
+from ssmrl.agents.decision_transformer import triplet_starts
+from ssmrl.ssm.core import RecurrentCore
+from ssmrl.ssm.mamba import MambaLayer
+from ssmrl.ssm.registry import CORES, build_named
+from ssmrl.ssm.stack import StackedCore
 
 
 class MultiGrainedBlock(nn.Module):
@@ -93,7 +92,7 @@ class MultiGrainedMamba(nn.Module):
 
 
 class CoreBackbone(nn.Module):
-    """A registry core (`ssm.make_core`) over the tokens `[3K, B, D]` from a zero carry, no resets."""
+    """A registry core (`ssmrl.ssm.make_core`) over the tokens `[3K, B, D]` from a zero carry, no resets."""
 
     core: RecurrentCore
 

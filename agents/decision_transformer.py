@@ -11,11 +11,11 @@ DT's backbone (`GPTBackbone`) is GPT-2 without positional embeddings: dropout on
 blocks x + Drop(Attn(LN(x))), x + Drop(MLP(LN(x))) with causal multi-head attention (dropout on the attention
 weights) and an MLP of 4 * d_model hidden units, then a final LayerNorm; GPT-2's initialisation (normal(0.02),
 residual output projections scaled by 1 / sqrt(2 n_layers)). The paper's gym settings are the defaults of
-`agents.offline_train.DecisionTransformerConfig` (3 layers, 1 head, d_model 128, ReLU, dropout 0.1, K = 20).
+`ssmrl.agents.offline_train.DecisionTransformerConfig` (3 layers, 1 head, d_model 128, ReLU, dropout 0.1, K = 20).
 
 Windows are right-padded (real steps first, zeros after an episode's end) instead of DT's left padding with an
 attention mask: with causal attention and no positional embedding the real steps' outputs are the same, and no
-mask is needed. `worldmodels.transformer.CausalTransformerCore` is not reused: it adds sinusoidal positions, uses
+mask is needed. `ssmrl.worldmodels.transformer.CausalTransformerCore` is not reused: it adds sinusoidal positions, uses
 GELU without dropout, and its KV cache carries information across windows, unlike DT's re-encoded windows.
 Simplification: the embedding and head layers use flax's default initialisation, not PyTorch's.
 """
@@ -27,8 +27,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-from agents.networks import activation_fn
+from ssmrl.rl.networks import activation_fn
 
 
 def interleave(rtg, states, actions):

@@ -1,6 +1,6 @@
 """The env a single-agent trainer acts in, built from an `EnvConfig`.
 
-Stack (inside out): `envs.make(name, **kwargs)` -> FlattenObservation (non-flat observations) -> MetaRL (when
+Stack (inside out): `ssmrl.envs.make(name, **kwargs)` -> FlattenObservation (non-flat observations) -> MetaRL (when
 `meta` is set) -> LogWrapper (inner episodes of a trial when meta) -> PrevActionReward (when
 `prev_action_reward`) -> VecEnv(num_envs) -> NormalizeObservation (when `normalize_obs`, statistics shared by
 all envs).
@@ -11,16 +11,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
+import ssmrl.envs as envs
 from gymnax.environments import spaces
-
-import envs
-from envs.meta import MetaRL
-from envs.wrappers import FlattenObservation, LogWrapper, NormalizeObservation, PrevActionReward, VecEnv
+from ssmrl.envs.meta import MetaRL
+from ssmrl.envs.wrappers import FlattenObservation, LogWrapper, NormalizeObservation, PrevActionReward, VecEnv
 
 
 @dataclasses.dataclass(frozen=True)
 class MetaConfig:
-    """`envs.meta.MetaRL` options: trials of random projections of the base env (Lu et al. 2023)."""
+    """`ssmrl.envs.meta.MetaRL` options: trials of random projections of the base env (Lu et al. 2023)."""
 
     obs_dim: int = 16
     action_dim: int | None = None
@@ -33,7 +32,7 @@ class MetaConfig:
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
-    """Which env and how it is wrapped; `kwargs` go to `envs.make`."""
+    """Which env and how it is wrapped; `kwargs` go to `ssmrl.envs.make`."""
 
     name: str = "RepeatPrevious-Easy"
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)

@@ -1,7 +1,7 @@
 """`ssmrl evaluate RUN_DIR [options]`: returns of a trained PPO policy, and a GIF of one episode.
 
-`evaluate_policy` runs `num_episodes` envs in parallel in the training stack (`agents.env_stack.make_env`) with
-the core in step mode, its carry zeroed where an episode starts (as `act` in `agents.ppo`: the reset flag is
+`evaluate_policy` runs `num_episodes` envs in parallel in the training stack (`ssmrl.agents.env_stack.make_env`) with
+the core in step mode, its carry zeroed where an episode starts (as `act` in `ssmrl.agents.ppo`: the reset flag is
 "the previous step ended an episode"), and greedy or sampled actions, in one jitted `lax.while_loop` until
 every env has finished its first episode: the first return per env `[N]`. For meta-RL configs an env's episode
 is a trial, and the result is the return of each inner episode of the first trial `[N, episodes_per_trial]`:
@@ -31,18 +31,15 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ssmrl.envs as envs
 from matplotlib.animation import PillowWriter
 from matplotlib.figure import Figure
-
-import envs
-from agents.ppo import PPOConfig, act, make_ppo
-from envs.gymnax_adapter import GymnaxAdapter
-from envs.meta import SPLITS
-from envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
-from envs.wrappers import NormalizeObservation, NormalizeState, positive_int
-from ssmrl.checkpoint import Checkpointer
-from ssmrl.cli import resolve_config
-from ssmrl.runner import restore_state
+from ssmrl.agents.ppo import PPOConfig, act
+from ssmrl.envs.gymnax_adapter import GymnaxAdapter
+from ssmrl.envs.meta import SPLITS
+from ssmrl.envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
+from ssmrl.envs.wrappers import NormalizeObservation, NormalizeState, positive_int
+from ssmrl.rl.evaluation import EvalArgumentParser, of_seed, positive_count
 
 DEFAULT_MAX_STEPS = 100_000
 GYMNAX_CLASSIC_CONTROL = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0", "MountainCarContinuous-v0")
@@ -268,23 +265,9 @@ def render_episode(
 # ---- the `ssmrl evaluate` command -----------------------------------------------------------------------------
 
 
-class _ArgumentParser(argparse.ArgumentParser):
-    """argparse whose errors are ValueErrors (the CLI prints them and exits with code 2), not sys.exit."""
-
-    def error(self, message: str):
-        raise ValueError(f"{message}\n{self.format_usage().strip()}")
-
-
-def _positive(text: str) -> int:
-    try:
-        return positive_int("value", int(text))
-    except ValueError as err:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from err
-
-
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _ArgumentParser(prog="ssmrl evaluate RUN_DIR", description="Evaluate a PPO run's checkpoint.")
-    parser.add_argument("--episodes", type=_positive, default=100, metavar="N",
+    parser = EvalArgumentParser(prog="ssmrl evaluate RUN_DIR", description="Evaluate a PPO run's checkpoint.")
+    parser.add_argument("--episodes", type=positive_count, default=100, metavar="N",
                         help="parallel envs, the first episode of each counts (default: 100)")
     parser.add_argument("--sample", action="store_true", help="sample actions (default: greedy)")
     parser.add_argument("--split", choices=SPLITS, help="meta-RL task split (default: test for meta-RL runs)")
@@ -292,31 +275,13 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--seed-index", type=int, metavar="I", help="evaluate training seed I only (default: all)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
                         help="evaluation PRNG seed, the same for every training seed (default: 0)")
-    parser.add_argument("--max-steps", type=_positive, default=DEFAULT_MAX_STEPS, metavar="N",
+    parser.add_argument("--max-steps", type=positive_count, default=DEFAULT_MAX_STEPS, metavar="N",
                         help=f"error if the episodes have not ended after N env steps (default: {DEFAULT_MAX_STEPS})")
     parser.add_argument("--render", action="store_true", help="write RUN_DIR/episode.gif: env 0's first episode")
-    parser.add_argument("--render-frames", type=_positive, default=1000, metavar="N",
+    parser.add_argument("--render-frames", type=positive_count, default=1000, metavar="N",
                         help="draw at most N steps (default: 1000)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="JSON results (default: RUN_DIR/eval.json)")
     return parser.parse_args(argv)
-
-
-def load_config(run_dir: Path):
-    """(run settings, PPOConfig) of the training run in `run_dir`, from its config.yaml."""
-    if not run_dir.is_dir():
-        raise FileNotFoundError(f"run directory {str(run_dir)!r} does not exist (give the out_dir of `ssmrl train`)")
-    settings, config, _ = resolve_config(str(run_dir / "config.yaml"), [])
-    return settings, config
-
-
-def load_state(run_dir: Path, settings, config: PPOConfig, checkpoint: int | None):
-    """(stacked PPOState `[num_seeds, ...]`, its step) from checkpoint `checkpoint` (None: the latest)."""
-    checkpoint_dir = run_dir / "checkpoints"
-    if not checkpoint_dir.is_dir():
-        raise FileNotFoundError(f"no checkpoint in {str(run_dir)!r}: {str(checkpoint_dir)!r} does not exist")
-    with Checkpointer(checkpoint_dir) as checkpoints:
-        state = restore_state(checkpoints, checkpoint, make_ppo(config), settings)
-        return state, checkpoint if checkpoint is not None else checkpoints.latest_step()
 
 
 def summarize(returns: np.ndarray) -> tuple[float, float]:
@@ -325,11 +290,11 @@ def summarize(returns: np.ndarray) -> tuple[float, float]:
     return float(per_episode.mean()), float(per_episode.std())
 
 
-def evaluate_run(run_dir: Path, argv: list[str]) -> dict[str, Any]:
-    """`ssmrl evaluate RUN_DIR [options]`: prints mean +- std return and writes the results as JSON."""
+def evaluate_run(run, argv: list[str]) -> dict[str, Any]:
+    """`ssmrl evaluate RUN_DIR [options]` of a PPO run (`run`: the `ssmrl.runner.RunFolder` the CLI opened):
+    prints mean +- std return and writes the results as JSON."""
     args = parse_args(argv)
-    run_dir = Path(run_dir)
-    settings, config = load_config(run_dir)
+    run_dir, settings, config = run.path, run.settings, run.config
     meta = config.env.meta is not None
     if not meta and args.split == "test":
         raise ValueError(f"--split test is for meta-RL runs (held-out tasks); env {config.env.name!r} has no meta")
@@ -340,11 +305,8 @@ def evaluate_run(run_dir: Path, argv: list[str]) -> dict[str, Any]:
         )
     if args.render:
         render_kind(config)  # fail before the restore and the evaluation
-    state, step = load_state(run_dir, settings, config, args.checkpoint)
+    state, step = run.restore(args.checkpoint)
     seed_indices = [args.seed_index] if args.seed_index is not None else list(range(settings.num_seeds))
-
-    def of_seed(tree, i):
-        return jax.tree.map(lambda x: x[i], tree)
 
     def obs_norm(i):
         return (state.env_state.mean[i], state.env_state.var[i]) if config.env.normalize_obs else None

@@ -1,7 +1,7 @@
 """Multi-agent PPO with parameter sharing on jaxmarl envs: IPPO (de Witt et al. 2020) and MAPPO (Yu et al. 2022).
 
 All agents share one policy network with any registered core. Each agent is one sequence of the PPO batch
-(`envs.multi_agent`: N envs x A agents -> N * A sequences) and sees its own observation, its one-hot agent
+(`ssmrl.envs.multi_agent`: N envs x A agents -> N * A sequences) and sees its own observation, its one-hot agent
 id and (`env.prev_action_reward`) its previous action and reward; actions are masked to the env's available
 actions (SMAX, Hanabi). The critic:
 
@@ -9,7 +9,7 @@ actions (SMAX, Hanabi). The critic:
 - `critic: centralised` (MAPPO): a separate network with its own core (same kind and size) over the world
   state (SMAX's own, else all agents' observations concatenated) and the agent id.
 
-Everything else is `agents.ppo` run on that env and network: rollouts in step mode, training on whole
+Everything else is `ssmrl.agents.ppo` run on that env and network: rollouts in step mode, training on whole
 sequences from the rollout-start carry, GAE, clipped policy and value losses, entropy bonus, annealing. The
 GAE advantages are normalised per minibatch over all agents. Each agent learns from its own reward (MPE and
 SMAX give cooperative agents the team's reward). Logged: episode return and length averaged over agents and
@@ -23,14 +23,14 @@ from __future__ import annotations
 import dataclasses
 from typing import Literal
 
-import envs
-from agents.env_stack import EnvConfig
-from agents.heads import make_head
-from agents.networks import ActorCritic, make_memory
-from agents.ppo import PPOConfig, make_ppo
-from envs.jaxmarl_adapter import MultiAgentAdapter
-from envs.multi_agent import AgentBatch, FlattenAgents
-from envs.wrappers import VecEnv
+import ssmrl.envs as envs
+from ssmrl.agents.env_stack import EnvConfig
+from ssmrl.agents.ppo import PPOConfig, make_ppo
+from ssmrl.envs.jaxmarl_adapter import MultiAgentAdapter
+from ssmrl.envs.multi_agent import AgentBatch, FlattenAgents
+from ssmrl.envs.wrappers import VecEnv
+from ssmrl.rl.heads import make_head
+from ssmrl.rl.networks import ActorCritic, make_memory
 
 CRITICS = ("centralised", "local")
 
@@ -75,5 +75,5 @@ class IPPOConfig(MAPPOConfig):
 
 def make_train(config: MAPPOConfig):
     """`train(key) -> (PPOState, metrics [num_updates])`: jittable and vmappable over seeds (the runner uses
-    `agents.ppo.make_ppo(config)`, which this config steers to the multi-agent env and network)."""
+    `ssmrl.agents.ppo.make_ppo(config)`, which this config steers to the multi-agent env and network)."""
     return make_ppo(config).train

@@ -5,13 +5,13 @@
 `configs/dm_s5_brax.yaml` (`decision_s5`: DT with an S5 core). The config classes below hold each paper's values
 as defaults; docs/offline.md says which are confirmed and which are not.
 
-Training: the dataset file (`agents.offline_data`) is loaded once and placed in the training state (so it is an
+Training: the dataset file (`ssmrl.agents.offline_data`) is loaded once and placed in the training state (so it is an
 argument of the compiled update, not a constant); each update samples `batch_size` windows of K steps on device,
 takes one AdamW step (linear warm-up, global-norm clipping) on the masked loss
 
   action_weight * MSE(action, target) + state_weight * Huber(next state) + rtg_weight * Huber(next return-to-go),
 
-with target = the dataset action (DT), or the PSER target of `agents.decision_mamba` (DM). Consequence of keeping
+with target = the dataset action (DT), or the PSER target of `ssmrl.agents.decision_mamba` (DM). Consequence of keeping
 the dataset in the state: every checkpoint holds a copy of it per seed (set checkpoint_every high).
 
 Evaluation (`finish`, after training): for each target return, `eval.num_episodes` episodes per seed in the env the
@@ -37,11 +37,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-import envs
-from agents.decision_mamba import MultiGrainedMamba, make_core_backbone, pser_beta, pser_target
-from agents.decision_transformer import DecisionModel, GPTBackbone
-from agents.offline_data import (
+import ssmrl.envs as envs
+from ssmrl.agents.decision_mamba import MultiGrainedMamba, make_core_backbone, pser_beta, pser_target
+from ssmrl.agents.decision_transformer import DecisionModel, GPTBackbone
+from ssmrl.agents.offline_data import (
     OfflineData,
     Windows,
     gather_windows,
@@ -53,9 +52,9 @@ from agents.offline_data import (
     sample_windows,
     state_stats,
 )
-from envs.wrappers import box_bounds
-from ssm.registry import CORES
-from ssmrl.algorithm import Algorithm
+from ssmrl.envs.wrappers import box_bounds
+from ssmrl.rl.algorithm import Algorithm
+from ssmrl.ssm.registry import CORES
 
 BACKBONES = ("transformer", "multi_grained", *sorted(CORES))
 D4RL_REFERENCE = {"halfcheetah": (-280.178953, 12135.0), "hopper": (-20.272305, 3234.3), "walker2d": (1.629008, 4592.3)}
@@ -80,7 +79,7 @@ class DatasetConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """`DecisionModel` settings. backbone: "transformer" (DT's GPT), "multi_grained" (DM) or an `ssm.CORES` name
+    """`DecisionModel` settings. backbone: "transformer" (DT's GPT), "multi_grained" (DM) or an `ssmrl.ssm.CORES` name
     (given d_model and n_layers when it has them, plus core_kwargs; for multi_grained core_kwargs are the Mamba
     layer's d_state, d_conv, expand, dt_rank, scan_method). context: K steps. n_heads, mlp_ratio, activation and
     dropout are the transformer's."""
@@ -201,7 +200,7 @@ class DecisionMambaConfig(DecisionTransformerConfig):
 
 @dataclasses.dataclass(frozen=True)
 class PlainMambaModelConfig(ModelConfig):
-    """DT's model with Mamba blocks (`ssm.MambaCore`: d_state 16, expand 2, conv 4) in place of the GPT."""
+    """DT's model with Mamba blocks (`ssmrl.ssm.MambaCore`: d_state 16, expand 2, conv 4) in place of the GPT."""
 
     backbone: str = "mamba"
 
@@ -216,7 +215,7 @@ class PlainDecisionMambaConfig(DecisionTransformerConfig):
 
 @dataclasses.dataclass(frozen=True)
 class S5ModelConfig(ModelConfig):
-    """DT's model with an S5 core (`ssm.S5Core`, state size 64) in place of the GPT."""
+    """DT's model with an S5 core (`ssmrl.ssm.S5Core`, state size 64) in place of the GPT."""
 
     backbone: str = "s5"
     core_kwargs: dict[str, Any] = dataclasses.field(default_factory=lambda: {"state_size": 64})

@@ -25,17 +25,16 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
-
-from agents.env_stack import EnvConfig, make_env
-from agents.heads import make_head
-from agents.networks import ActorCritic, make_memory
-from agents.returns import gae
-from ssmrl.algorithm import Algorithm
+from ssmrl.agents.env_stack import EnvConfig, make_env
+from ssmrl.rl.algorithm import Algorithm
+from ssmrl.rl.heads import make_head
+from ssmrl.rl.networks import ActorCritic, make_memory
+from ssmrl.rl.returns import gae
 
 
 @dataclasses.dataclass(frozen=True)
 class PPOConfig:
-    """PPO hyperparameters; `core` is any `ssm.CORES` name or "mlp", configured by `core_kwargs`."""
+    """PPO hyperparameters; `core` is any `ssmrl.ssm.CORES` name or "mlp", configured by `core_kwargs`."""
 
     env: EnvConfig = dataclasses.field(default_factory=EnvConfig)
     core: str = "s5"
@@ -109,7 +108,7 @@ EPISODE_INFO = {
     "episode_return": "returned_episode_returns", "episode_length": "returned_episode_lengths",
     "win_rate": "returned_won_episode",
 }
-"""Logged per-episode metric -> the `info` entry (`envs.wrappers.LogWrapper`) holding it; win_rate only for envs
+"""Logged per-episode metric -> the `info` entry (`ssmrl.envs.wrappers.LogWrapper`) holding it; win_rate only for envs
 that report wins (`reports_wins`, e.g. SMAX)."""
 
 

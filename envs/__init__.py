@@ -5,7 +5,7 @@
 ``envs.wrappers``; the in-context RL tasks of Lu et al. 2023 are in ``envs.meta``.
 """
 
-from envs import meta, wrappers
-from envs.registry import make, register, registered_names
+from ssmrl.envs import meta, wrappers
+from ssmrl.envs.registry import make, register, registered_names
 
 __all__ = ["make", "meta", "register", "registered_names", "wrappers"]

@@ -16,8 +16,7 @@ import chex
 import jax
 import jax.numpy as jnp
 from gymnax.environments import environment, spaces
-
-from envs.registry import constructor_args, split_kwargs
+from ssmrl.envs.env_kwargs import constructor_args, split_kwargs
 
 PREFIX = "brax/"
 BRAX_NAMES = (

@@ -13,9 +13,8 @@ import gymnax
 import jax
 import jax.numpy as jnp
 from gymnax.environments import spaces
-
-from envs.registry import constructor_args, split_kwargs
-from envs.wrappers import ObservationWrapper, box_bounds
+from ssmrl.envs.env_kwargs import constructor_args, split_kwargs
+from ssmrl.envs.wrappers import ObservationWrapper, box_bounds
 
 PREFIX = "gymnax/"
 UNRELIABLE_BOUNDS = ("MemoryChain-bsuite", "MetaMaze-misc", "GaussianBandit-misc")

@@ -16,7 +16,7 @@ builds that setting on top of any single-agent env with gymnax's API and flat ob
   leaves them unchanged, which is what the authors' released discrete Meta-CartPole does).
 * observation = ``[obs @ W_obs, episode_done]`` `[obs_dim + 1]`: the flag marks the first observation of a
   new inner episode (the inner env auto-resets inside the trial). Wrap with
-  :class:`envs.wrappers.PrevActionReward` to also show the previous action and reward.
+  :class:`ssmrl.envs.wrappers.PrevActionReward` to also show the previous action and reward.
 * ``terminated`` is true only at the end of a trial (after ``params.episodes_per_trial`` inner
   episodes), so an agent that resets its memory on ``done`` keeps it across the episodes of a trial;
   ``info["episode_done"]`` marks inner-episode boundaries and ``info["task_id"]`` names the task.
@@ -45,9 +45,8 @@ import chex
 import jax
 import jax.numpy as jnp
 from gymnax.environments import environment, spaces
-
-from envs.wrappers import box_bounds, positive_int
-from ssm.initializers import orthogonal
+from ssmrl.envs.wrappers import box_bounds, positive_int
+from ssmrl.ssm.initializers import orthogonal
 
 SPLITS = ("train", "test")
 

@@ -1,7 +1,7 @@
 """Multi-agent envs as batches of agents, for trainers that share one policy across agents (IPPO, MAPPO).
 
-:class:`AgentBatch` turns a :class:`envs.jaxmarl_adapter.MultiAgentAdapter` (per-agent dicts) into the
-single-agent API of :mod:`envs.wrappers` with a leading agent axis `[A]`: ``reset(key, params) -> (obs,
+:class:`AgentBatch` turns a :class:`ssmrl.envs.jaxmarl_adapter.MultiAgentAdapter` (per-agent dicts) into the
+single-agent API of :mod:`ssmrl.envs.wrappers` with a leading agent axis `[A]`: ``reset(key, params) -> (obs,
 state)``, ``step(key, state, action [A], params) -> (obs, state, reward [A], terminated [A], truncated [A],
 info)``. ``obs`` is a dict:
 
@@ -16,11 +16,11 @@ info)``. ``obs`` is a dict:
 
 An episode ends for every agent at once (``dones["__all__"]``; jaxmarl auto-resets): ``terminated`` is that
 flag for each agent, ``truncated`` is false (jaxmarl does not tell time limits apart). ``info`` has the
-:class:`envs.wrappers.LogWrapper` entries per agent and, for envs in ``WIN_ENVS`` (SMAX),
+:class:`ssmrl.envs.wrappers.LogWrapper` entries per agent and, for envs in ``WIN_ENVS`` (SMAX),
 ``returned_won_episode``: 1.0 when the last reward of the episode is >= 1 (SMAX's won-battle bonus; the
 rule of jaxmarl's SMAX logging).
 
-:class:`FlattenAgents` goes outside :class:`envs.wrappers.VecEnv` and merges envs and agents into one batch
+:class:`FlattenAgents` goes outside :class:`ssmrl.envs.wrappers.VecEnv` and merges envs and agents into one batch
 axis `[N * A]`, so a single-agent trainer sees ``N * A`` parallel sequences.
 """
 
@@ -33,9 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import spaces
-
-from envs.jaxmarl_adapter import MultiAgentAdapter
-from envs.wrappers import LogState, Wrapper
+from ssmrl.envs.jaxmarl_adapter import MultiAgentAdapter
+from ssmrl.envs.wrappers import LogState, Wrapper
 
 WIN_ENVS = ("SMAX", "HeuristicEnemySMAX")
 """jaxmarl envs whose episodes are won or lost (win rate logged)."""

@@ -1,4 +1,4 @@
-"""The name -> env registry behind :func:`envs.make`.
+"""The name -> env registry behind :func:`ssmrl.envs.make`.
 
 Families register lazily, the first time a name of theirs is asked for (brax and jaxmarl are slow to
 import): POPGym (``"RepeatPrevious-Easy"`` and POPGym's / popjaxrl's aliases), gymnax (its own names,
@@ -6,11 +6,9 @@ also as ``"gymnax/<name>"``), brax (``"brax/<name>"``), jaxmarl (``"jaxmarl/<nam
 world-model suites (``"memory_wm/<name>"``).
 """
 
-import dataclasses
 import difflib
-import inspect
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from functools import partial
 from typing import Any
 
@@ -20,11 +18,10 @@ Factory = Callable[..., tuple[Any, Any]]
 _FACTORIES: dict[str, Factory] = {}
 _ALIASES: dict[str, str] = {}
 _LOADED: set[str] = set()
-_NAMED = (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
 
 
 def _load_popgym() -> None:
-    from envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
+    from ssmrl.envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
 
     for name, build in POPGYM_ENVS.items():
         _add(name, _with_default_params(build))
@@ -33,7 +30,7 @@ def _load_popgym() -> None:
 
 
 def _load_gymnax() -> None:
-    from envs import gymnax_adapter
+    from ssmrl.envs import gymnax_adapter
 
     for name in gymnax_adapter.gymnax_names():
         _add(name, partial(gymnax_adapter.make_gymnax, name))
@@ -41,21 +38,21 @@ def _load_gymnax() -> None:
 
 
 def _load_brax() -> None:
-    from envs import brax_adapter
+    from ssmrl.envs import brax_adapter
 
     for name in brax_adapter.BRAX_NAMES:
         _add(brax_adapter.PREFIX + name, partial(brax_adapter.make_brax, name))
 
 
 def _load_jaxmarl() -> None:
-    from envs import jaxmarl_adapter
+    from ssmrl.envs import jaxmarl_adapter
 
     for name in jaxmarl_adapter.jaxmarl_names():
         _add(jaxmarl_adapter.PREFIX + name, partial(jaxmarl_adapter.make_jaxmarl, name))
 
 
 def _load_memory_wm() -> None:
-    from envs.memory_wm.suite import MEMORY_WM_ENVS, PREFIX
+    from ssmrl.envs.memory_wm.suite import MEMORY_WM_ENVS, PREFIX
 
     for name, build in MEMORY_WM_ENVS.items():
         _add(PREFIX + name, _with_default_params(build))
@@ -145,36 +142,3 @@ def make(name: str, /, **kwargs: Any) -> tuple[Any, Any]:
         hint = f"; close matches: {close}" if close else ""
         raise ValueError(f"unknown env {name!r}{hint}. See envs.registered_names() for all {len(_FACTORIES)}")
     return _FACTORIES[canonical](**kwargs)
-
-
-def split_kwargs(
-    env_name: str, kwargs: Mapping[str, Any], constructor_args: Iterable[str], params: Any
-) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Splits ``make`` kwargs into constructor kwargs and overrides of the params dataclass' fields.
-
-    A name accepted by both goes to the constructor. ValueError names unknown kwargs and the accepted ones.
-    """
-    constructor_args = set(constructor_args)
-    fields = {f.name for f in dataclasses.fields(params)} if dataclasses.is_dataclass(params) else set()
-    unknown = sorted(set(kwargs) - constructor_args - fields)
-    if unknown:
-        raise ValueError(
-            f"{env_name} got unknown kwargs {unknown}; accepted: constructor args {sorted(constructor_args)}"
-            f", params fields {sorted(fields)}"
-        )
-    ctor = {k: v for k, v in kwargs.items() if k in constructor_args}
-    overrides = {k: v for k, v in kwargs.items() if k not in constructor_args}
-    return ctor, overrides
-
-
-def constructor_args(cls: type) -> list[str]:
-    """Keyword args ``cls(...)`` accepts: the named args of ``__init__``, following ``**kwargs`` up the MRO."""
-    names: list[str] = []
-    for klass in cls.__mro__:
-        if "__init__" not in vars(klass):
-            continue
-        parameters = list(inspect.signature(klass.__init__).parameters.values())[1:]
-        names += [p.name for p in parameters if p.kind in _NAMED and p.name not in names]
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-            break
-    return names

@@ -238,7 +238,7 @@ class LogWrapper(Wrapper):
     and ``returned_episode_lengths`` then hold that episode's return and length, and keep the last
     finished episode's values until the next one ends (zeros before the first). By default an
     episode ends at ``terminated | truncated``; pass ``episode_key="episode_done"`` to end episodes
-    at an info flag instead (e.g. the inner episodes of :class:`envs.meta.MetaRL` trials).
+    at an info flag instead (e.g. the inner episodes of :class:`ssmrl.envs.meta.MetaRL` trials).
     """
 
     def __init__(self, env: Any, episode_key: str | None = None):

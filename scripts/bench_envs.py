@@ -14,9 +14,8 @@ import argparse
 import time
 
 import jax
-
-import envs
-from envs.jaxmarl_adapter import MultiAgentAdapter
+import ssmrl.envs as envs
+from ssmrl.envs.jaxmarl_adapter import MultiAgentAdapter
 
 DEFAULT_EXTRA = ("CartPole-v1", "Acrobot-v1", "Pendulum-v1", "Breakout-MinAtar", "brax/ant",
                  "jaxmarl/MPE_simple_spread_v3")
@@ -25,7 +24,7 @@ QUICK_ENVS = ("RepeatPrevious-Easy", "CartPole-v1", "jaxmarl/MPE_simple_v3")
 
 def default_envs() -> list[str]:
     """All POPGym envs at Easy, a few gymnax envs, one brax and one jaxmarl env."""
-    from envs.popgym.suite import POPGYM_ENVS
+    from ssmrl.envs.popgym.suite import POPGYM_ENVS
 
     return [name for name in POPGYM_ENVS if name.endswith("-Easy")] + list(DEFAULT_EXTRA)
 

@@ -37,10 +37,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-
-from agents.env_stack import EnvConfig
-from agents.ppo import PPOConfig, make_ppo
-from agents.returns import gae
+from ssmrl.agents.env_stack import EnvConfig
+from ssmrl.agents.ppo import PPOConfig, make_ppo
+from ssmrl.rl.returns import gae
 
 S5_KWARGS = {"d_model": 128, "state_size": 128, "n_layers": 2}
 ROWS = {  # row name: (registered core, its kwargs); "s5" scans with method "auto" (the fused kernel on a GPU)

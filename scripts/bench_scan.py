@@ -26,9 +26,8 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from ssm.kernels import on_gpu, pallas_reset_scan, pallas_reset_scan_planes, to_planes
-from ssm.scan import METHODS, reset_scan
+from ssmrl.ssm.kernels import on_gpu, pallas_reset_scan, pallas_reset_scan_planes, to_planes
+from ssmrl.ssm.scan import METHODS, reset_scan
 
 PRESETS = {
     "cpu": dict(sizes=["16x256", "64x1024"], dtypes=["float32", "complex64"], max_elements=2**24),

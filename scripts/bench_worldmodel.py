@@ -23,8 +23,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
-
-from worldmodels.train_s4wm import (
+from ssmrl.worldmodels.train_s4wm import (
     EnvConfig,
     EvalConfig,
     ModelConfig,

@@ -20,9 +20,8 @@ import traceback
 
 import jax
 import jax.numpy as jnp
-
-from ssm.kernels import kernel_compiles, on_gpu, pallas_reset_scan
-from ssm.scan import auto_method, reset_scan
+from ssmrl.ssm.kernels import kernel_compiles, on_gpu, pallas_reset_scan
+from ssmrl.ssm.scan import auto_method, reset_scan
 
 TOL = 1e-5
 

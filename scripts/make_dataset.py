@@ -2,7 +2,7 @@
 
     python scripts/make_dataset.py --env brax/hopper --steps 1000000 --out data/offline --seed 0 [--ppo-steps 50000000]
 
-Trains PPO with this library (`agents.ppo`, memoryless MLP actor-critic, observation normalisation; our
+Trains PPO with this library (`ssmrl.agents.ppo`, memoryless MLP actor-critic, observation normalisation; our
 hyperparameters, `PPO_DEFAULTS`, overridable with `--ppo-config FILE` and `--set key=value`), saving a policy
 snapshot `--checkpoints` times along the way (`<out>/<env>-policies/`; `--policies DIR` loads them instead of
 training). Each snapshot's return is measured on `--eval-episodes` full episodes with sampled actions. Then, following
@@ -13,11 +13,11 @@ D4RL (Fu et al. 2020), with our policies in place of D4RL's SAC agents:
 - medium: `--steps` steps of the snapshot whose return is closest to a third of the expert's (before the expert);
 - medium-replay: what training saw until the medium snapshot, replayed from the snapshots: snapshot i acts for the
   share of steps PPO took with it (equal shares, PPO's chunks being equal), in total the env steps PPO took until
-  medium but at most `--steps`. PPO's own rollouts are not recorded (that would need a hook in `agents.ppo`); this
+  medium but at most `--steps`. PPO's own rollouts are not recorded (that would need a hook in `ssmrl.agents.ppo`); this
   replays the saved snapshots instead, and is capped because PPO needs far more env steps than D4RL's SAC;
 - medium-expert: medium followed by expert (D4RL's concatenation).
 
-Every file `<out>/<env>-<kind>.npz` (format: `agents.offline_data`) holds the random and expert reference returns
+Every file `<out>/<env>-<kind>.npz` (format: `ssmrl.agents.offline_data`) holds the random and expert reference returns
 (the random and expert snapshots' measured returns) for the normalised score. Data are collected with sampled actions
 in `--collect-envs` parallel envs; each env's stream is cut into episodes at terminals and time limits, and the end of
 a stream counts as a timeout.
@@ -35,11 +35,11 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
+import ssmrl.envs as envs
+from ssmrl.agents.offline_data import D4RL_KEYS, DATASET_KINDS, write_dataset
+from ssmrl.agents.ppo import PPOConfig, act, make_ppo
+from ssmrl.envs.wrappers import NormalizeObservation, NormalizeState
 
-import envs
-from agents.offline_data import D4RL_KEYS, DATASET_KINDS, write_dataset
-from agents.ppo import PPOConfig, act, make_ppo
-from envs.wrappers import NormalizeObservation, NormalizeState
 from ssmrl.config import apply_overrides, config_to_dict, load_yaml, parse_config
 
 PPO_DEFAULTS = {

@@ -3,7 +3,7 @@
     python scripts/make_wm_dataset.py memory_wm/FourRooms data/four_rooms --episodes 64 --seed 0 [--steps N]
 
 Writes `<out>.npz` (obs uint8 [N, T, H, W, C], actions, rewards, dones, resets) and `<out>.json` (env, kwargs,
-seed, policy); load them with `worldmodels.data.load_dataset`. Episodes are collected in chunks of
+seed, policy); load them with `ssmrl.worldmodels.data.load_dataset`. Episodes are collected in chunks of
 `--chunk` so memory stays bounded; the same seed and arguments give the same files.
 """
 
@@ -15,9 +15,8 @@ import json
 
 import jax
 import numpy as np
-
-import envs
-from worldmodels.data import FIELDS, collect, save_dataset
+import ssmrl.envs as envs
+from ssmrl.worldmodels.data import FIELDS, collect, save_dataset
 
 
 @functools.cache

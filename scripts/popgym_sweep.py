@@ -23,9 +23,9 @@ from pathlib import Path
 
 import jax
 import numpy as np
+from ssmrl.agents.ppo import make_train
+from ssmrl.envs.popgym.suite import POPGYM_ENVS
 
-from agents.ppo import make_train
-from envs.popgym.suite import POPGYM_ENVS
 from ssmrl.cli import resolve_config
 
 CORE_PRESETS = {

@@ -12,7 +12,7 @@ ring r_min <= |lambda| <= r_max (|lambda|^2 uniform in [r_min^2, r_max^2]) with 
 part; D ~ N(0, 1). The recurrence runs through `reset_scan_planes` (real and
 imaginary planes; the carry is complex64).
 
-The block is S5's (`ssm.s5.S5Block`: norm, LRU, GELU + GLU, dropout, residual), the architecture of the LRU
+The block is S5's (`ssmrl.ssm.s5.S5Block`: norm, LRU, GELU + GLU, dropout, residual), the architecture of the LRU
 paper. Deviation: LayerNorm instead of BatchNorm, because batch statistics would leak across episode resets.
 """
 
@@ -24,10 +24,9 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-from ssm.s5 import S5Block, project
-from ssm.scan import reset_scan_planes
-from ssm.stack import StackedCore
+from ssmrl.ssm.s5 import S5Block, project
+from ssmrl.ssm.scan import reset_scan_planes
+from ssmrl.ssm.stack import StackedCore
 
 
 def ring_nu_log(key, state_size: int, r_min: float, r_max: float):

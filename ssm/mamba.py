@@ -14,7 +14,7 @@ Initialisation as the paper's reference: A_log = log(n + 1) (S4D-Real, A_n = -(n
 uniform in +-dt_scale / sqrt(dt_rank), its bias the inverse softplus of dt sampled log-uniform in
 [dt_min, dt_max] (floored at dt_init_floor). Blocks are pre-norm residual, x + layer(RMSNorm(x)), with a final
 RMSNorm after the stack, as in Mamba's reference language model. The conv window and the SSM state are the
-layer's carry; a reset clears both (no conv tap reaches across a reset, see `ssm.causal_conv`).
+layer's carry; a reset clears both (no conv tap reaches across a reset, see `ssmrl.ssm.causal_conv`).
 
 Simplifications: the projections use flax's default (LeCun normal) initialisation instead of PyTorch's, and
 out_proj is not rescaled by 1/sqrt(n_layers) (the GPT-2 style rescaling of the reference training code).
@@ -30,10 +30,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from ssm.causal_conv import CausalConv, symmetric_uniform
-from ssm.scan import reset_scan
-from ssm.stack import StackedCore
+from ssmrl.ssm.causal_conv import CausalConv, symmetric_uniform
+from ssmrl.ssm.scan import reset_scan
+from ssmrl.ssm.stack import StackedCore
 
 
 @chex.dataclass(frozen=True)

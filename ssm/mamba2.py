@@ -27,10 +27,9 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-from ssm.causal_conv import CausalConv
-from ssm.mamba import MambaState, ResidualStack, check_dt_range, check_positive, dt_bias_init
-from ssm.scan import reset_scan
+from ssmrl.ssm.causal_conv import CausalConv
+from ssmrl.ssm.mamba import MambaState, ResidualStack, check_dt_range, check_positive, dt_bias_init
+from ssmrl.ssm.scan import reset_scan
 
 
 def segment_sums(log_a):

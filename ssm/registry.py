@@ -6,14 +6,14 @@ import dataclasses
 import difflib
 from collections.abc import Callable, Mapping
 
-from ssm.core import RecurrentCore
-from ssm.lru import LRUCore
-from ssm.mamba import MambaCore
-from ssm.mamba2 import Mamba2Core
-from ssm.rnn import GRUCore, LSTMCore
-from ssm.s4 import S4Core
-from ssm.s4d import S4DCore
-from ssm.s5 import S5Core
+from ssmrl.ssm.core import RecurrentCore
+from ssmrl.ssm.lru import LRUCore
+from ssmrl.ssm.mamba import MambaCore
+from ssmrl.ssm.mamba2 import Mamba2Core
+from ssmrl.ssm.rnn import GRUCore, LSTMCore
+from ssmrl.ssm.s4 import S4Core
+from ssmrl.ssm.s4d import S4DCore
+from ssmrl.ssm.s5 import S5Core
 
 CORES: dict[str, Callable[..., RecurrentCore]] = {
     "s5": S5Core,

@@ -7,8 +7,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-from ssm.core import RecurrentCore, check_carry_batch, check_sequence
+from ssmrl.ssm.core import RecurrentCore, check_carry_batch, check_sequence
 
 
 class _ResettingCell(nn.Module):

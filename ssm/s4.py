@@ -40,9 +40,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from ssm.hippo import hippo_legs_nplr, hippo_normal_eig
-from ssm.siso import SISOSSM, SISOCore, as_complex, causal_conv, check_state_size, output
+from ssmrl.ssm.hippo import hippo_legs_nplr, hippo_normal_eig
+from ssmrl.ssm.siso import SISOSSM, SISOCore, as_complex, causal_conv, check_state_size, output
 
 
 def s4_nplr_init(state_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -26,11 +26,10 @@ import chex
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
-
-from ssm.s4 import s4_nplr_init
-from ssm.s5 import DISCRETIZATIONS, choice, discretize
-from ssm.scan import METHODS, reset_scan
-from ssm.siso import SISOSSM, SISOCore, as_complex, causal_conv, check_state_size, output
+from ssmrl.ssm.s4 import s4_nplr_init
+from ssmrl.ssm.s5 import DISCRETIZATIONS, choice, discretize
+from ssmrl.ssm.scan import METHODS, reset_scan
+from ssmrl.ssm.siso import SISOSSM, SISOCore, as_complex, causal_conv, check_state_size, output
 
 S4D_INITS = ("inv", "lin", "real", "legs")
 

@@ -23,10 +23,9 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from ssm.hippo import hippo_normal_eig
-from ssm.scan import reset_scan_planes
-from ssm.stack import StackedCore
+from ssmrl.ssm.hippo import hippo_normal_eig
+from ssmrl.ssm.scan import reset_scan_planes
+from ssmrl.ssm.stack import StackedCore
 
 DISCRETIZATIONS = ("zoh", "bilinear")
 C_INITS = ("trunc_standard_normal", "lecun_normal", "complex_normal")

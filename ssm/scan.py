@@ -7,7 +7,7 @@ Shapes: `b` is `[T, ...]`; `a` broadcasts against `b` (a per-state decay `[P]`, 
 `resets` is `[T, *lead]` with `lead` a prefix of `b.shape[1:]` (e.g. `[T, B]` for `b` of `[T, B, P]`);
 `h0` broadcasts against `b.shape[1:]`. Returns every state `h` of shape `b.shape`; `h[-1]` is the carry.
 
-Method "pallas" is the fused GPU kernel of `ssm.kernels.pallas_scan` (one pass over a and b, resets and h0
+Method "pallas" is the fused GPU kernel of `ssmrl.ssm.kernels.pallas_scan` (one pass over a and b, resets and h0
 applied inside, fused backward); "auto" picks it on a GPU. A single step (T = 1, the step mode of the cores) is
 always the plain elementwise update, which XLA fuses with its neighbours.
 
@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
-
-from ssm.kernels import (
+from ssmrl.ssm.kernels import (
     SUPPORTED_DTYPES,
     from_planes,
     kernel_compiles,

@@ -21,9 +21,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from ssm.s5 import S5Block, choice
-from ssm.stack import StackedCore
+from ssmrl.ssm.s5 import S5Block, choice
+from ssmrl.ssm.stack import StackedCore
 
 # The GLU variants end in a position-wise Dense layer, the only place where the H SISO channels mix; the
 # S5 block's plain "gelu" has none, so it is not offered here.

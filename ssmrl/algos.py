@@ -30,22 +30,26 @@ class AlgoSpec:
         return getattr(importlib.import_module(module), name)
 
 
+PPO_EVALUATE = "ssmrl.agents.evaluate:evaluate_run"
+OFFLINE = "ssmrl.agents.offline_train"
+DRAMA = "ssmrl.worldmodels.train_drama"
+DRAMA_EVAL = "ssmrl.worldmodels.drama_eval"
+S4WM = "ssmrl.worldmodels.train_s4wm"
+
 ALGOS: dict[str, AlgoSpec] = {
-    "ppo": AlgoSpec("agents.ppo:PPOConfig", "agents.ppo:make_ppo", evaluate="agents.evaluate:evaluate_run"),
-    "mappo": AlgoSpec("agents.mappo:MAPPOConfig", "agents.ppo:make_ppo", evaluate="agents.evaluate:evaluate_run"),
-    "ippo": AlgoSpec("agents.mappo:IPPOConfig", "agents.ppo:make_ppo", evaluate="agents.evaluate:evaluate_run"),
-    "s4wm": AlgoSpec("worldmodels.train_s4wm:S4WMConfig", "worldmodels.train_s4wm:make_s4wm",
-                     finish="worldmodels.train_s4wm:finish"),
-    "decision_transformer": AlgoSpec("agents.offline_train:DecisionTransformerConfig",
-                                     "agents.offline_train:make_offline", finish="agents.offline_train:finish"),
-    "decision_mamba": AlgoSpec("agents.offline_train:DecisionMambaConfig",
-                               "agents.offline_train:make_offline", finish="agents.offline_train:finish"),
-    "decision_mamba_plain": AlgoSpec("agents.offline_train:PlainDecisionMambaConfig",
-                                     "agents.offline_train:make_offline", finish="agents.offline_train:finish"),
-    "decision_s5": AlgoSpec("agents.offline_train:DecisionS5Config",
-                            "agents.offline_train:make_offline", finish="agents.offline_train:finish"),
-    "drama": AlgoSpec("agents.dreamer_loop:DramaConfig", "agents.dreamer_loop:make_drama",
-                      finish="worldmodels.drama_eval:finish", evaluate="worldmodels.drama_eval:evaluate_run"),
+    "ppo": AlgoSpec("ssmrl.agents.ppo:PPOConfig", "ssmrl.agents.ppo:make_ppo", evaluate=PPO_EVALUATE),
+    "mappo": AlgoSpec("ssmrl.agents.mappo:MAPPOConfig", "ssmrl.agents.ppo:make_ppo", evaluate=PPO_EVALUATE),
+    "ippo": AlgoSpec("ssmrl.agents.mappo:IPPOConfig", "ssmrl.agents.ppo:make_ppo", evaluate=PPO_EVALUATE),
+    "s4wm": AlgoSpec(f"{S4WM}:S4WMConfig", f"{S4WM}:make_s4wm", finish=f"{S4WM}:finish"),
+    "decision_transformer": AlgoSpec(f"{OFFLINE}:DecisionTransformerConfig", f"{OFFLINE}:make_offline",
+                                     finish=f"{OFFLINE}:finish"),
+    "decision_mamba": AlgoSpec(f"{OFFLINE}:DecisionMambaConfig", f"{OFFLINE}:make_offline",
+                               finish=f"{OFFLINE}:finish"),
+    "decision_mamba_plain": AlgoSpec(f"{OFFLINE}:PlainDecisionMambaConfig", f"{OFFLINE}:make_offline",
+                                     finish=f"{OFFLINE}:finish"),
+    "decision_s5": AlgoSpec(f"{OFFLINE}:DecisionS5Config", f"{OFFLINE}:make_offline", finish=f"{OFFLINE}:finish"),
+    "drama": AlgoSpec(f"{DRAMA}:DramaConfig", f"{DRAMA}:make_drama", finish=f"{DRAMA_EVAL}:finish",
+                      evaluate=f"{DRAMA_EVAL}:evaluate_run"),
 }
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from ssmrl.algos import ALGOS, algo_spec
 from ssmrl.config import apply_overrides, config_to_dict, load_yaml, parse_config
 from ssmrl.distributed import initialize_from_env
-from ssmrl.runner import RunSettings, TrainingDiverged, run
+from ssmrl.runner import RunFolder, RunSettings, TrainingDiverged, run
 
 RUN_KEYS = tuple(f.name for f in dataclasses.fields(RunSettings))
 
@@ -74,13 +74,16 @@ def train(path: str, overrides: list[str]) -> tuple[Any, dict[str, np.ndarray]]:
 
 def evaluate(run_dir: str, argv: list[str]) -> None:
     """Runs `ssmrl evaluate`: the run's trainer evaluates its checkpoint."""
-    config_path = Path(run_dir) / "config.yaml"
-    algo = load_yaml(config_path).get("algo", RunSettings.algo)
-    entry = algo_spec(algo).load("evaluate")
+    path = Path(run_dir)
+    if not path.is_dir():
+        raise FileNotFoundError(f"run directory {run_dir!r} does not exist (give the out_dir of `ssmrl train`)")
+    settings, config, _ = resolve_config(str(path / "config.yaml"), [])
+    spec = algo_spec(settings.algo)
+    entry = spec.load("evaluate")
     if entry is None:
-        raise ValueError(f"algo {algo!r} has no evaluate command; algos with one: "
+        raise ValueError(f"algo {settings.algo!r} has no evaluate command; algos with one: "
                          f"{sorted(name for name, spec in ALGOS.items() if spec.evaluate)}")
-    entry(Path(run_dir), argv)
+    entry(RunFolder(path, settings, config, spec.load("make")(config)), argv)
 
 
 def main(argv: list[str] | None = None) -> int:

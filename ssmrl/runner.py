@@ -25,11 +25,11 @@ import numpy as np
 from jax.experimental import io_callback
 from jax.sharding import Mesh
 
-from ssmrl.algorithm import Algorithm
 from ssmrl.checkpoint import Checkpointer
 from ssmrl.config import save_yaml
 from ssmrl.distributed import is_primary
 from ssmrl.logger import MetricsLogger
+from ssmrl.rl.algorithm import Algorithm
 from ssmrl.sharding import algorithm_mesh, make_mesh, replicated, state_shardings, with_shardings
 
 
@@ -89,6 +89,26 @@ def restore_state(checkpoints: Checkpointer, step: int | None, algorithm: Algori
     """The stacked state saved at `step` (None: the latest), restored into the shapes and dtypes of a fresh run's
     state, placed on `mesh` (None: one device) whatever device count it was saved from."""
     return checkpoints.restore(step, target=with_shardings(*placement(algorithm, settings, mesh)))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunFolder:
+    """The out_dir of an `ssmrl train` run, as `ssmrl evaluate` hands it to an algorithm's evaluate entry:
+    its path, run settings and trainer config; `restore` reads one of its checkpoints."""
+
+    path: Path
+    settings: RunSettings
+    config: Any
+    algorithm: Algorithm
+
+    def restore(self, step: int | None = None) -> tuple[Any, int]:
+        """(stacked state `[num_seeds, ...]`, its step) of checkpoint `step` (None: the latest)."""
+        checkpoint_dir = self.path / "checkpoints"
+        if not checkpoint_dir.is_dir():
+            raise FileNotFoundError(f"no checkpoint in {str(self.path)!r}: {str(checkpoint_dir)!r} does not exist")
+        with Checkpointer(checkpoint_dir) as checkpoints:
+            state = restore_state(checkpoints, step, self.algorithm, self.settings)
+            return state, step if step is not None else checkpoints.latest_step()
 
 
 def make_interval(algorithm: Algorithm, logger: MetricsLogger | None, shardings, mesh: Mesh):

@@ -16,7 +16,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from ssmrl.algorithm import Algorithm
+from ssmrl.rl.algorithm import Algorithm
 
 AXES = ("seed", "data")
 

@@ -18,7 +18,7 @@ One LaProp optimiser (lr 4e-5, eps 1e-20, clip 100, 1000 warmup steps) updates b
 Deviations: the official code bootstraps R_t with V(s_t) (STORM's form) where DreamerV3 and this module use
 V(s_{t+1}); the running input moments are updated once per training step from the imagined states (the official
 code updates them on every forward pass); the policy's output layer starts at orthogonal scale 0.01
-(`agents.heads.CategoricalHead`; the official code uses 0.001); hidden layers use flax's default initialisation.
+(`ssmrl.rl.heads.CategoricalHead`; the official code uses 0.001); hidden layers use flax's default initialisation.
 """
 
 from __future__ import annotations
@@ -31,13 +31,12 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
-
-from agents.heads import CategoricalHead
-from agents.networks import dense
-from agents.returns import gae
-from worldmodels.drama import MLP
-from worldmodels.laprop import drama_optimizer
-from worldmodels.twohot import twohot_loss, twohot_mean
+from ssmrl.rl.heads import CategoricalHead
+from ssmrl.rl.networks import dense
+from ssmrl.rl.returns import gae
+from ssmrl.worldmodels.drama import MLP
+from ssmrl.worldmodels.laprop import drama_optimizer
+from ssmrl.worldmodels.twohot import twohot_loss, twohot_mean
 
 
 @dataclasses.dataclass(frozen=True)

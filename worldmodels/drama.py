@@ -6,10 +6,10 @@ Per time step t of sequences `[T, B]` (o_t the observation, a_t the action taken
   posterior   z_t ~ q(z | o_t)                 encoder -> K categoricals of C classes (1% uniform mix),
                                                sampled one-hot with straight-through gradients
   sequence    h_t = f(h_{t-1}, [z_t, a_t])     stem Dense -> RMSNorm -> SiLU, then the backbone
-                                               (Mamba-2 by default; any `worldmodels.s4wm.BACKBONES` core)
+                                               (Mamba-2 by default; any `ssmrl.worldmodels.s4wm.BACKBONES` core)
   dynamics    z^_{t+1} ~ p(z | h_t)            Dense -> K x C logits (1% uniform mix)
   decoder     o^_t = D(z_t)                    from the posterior latent only (the paper's figure)
-  reward      r^_t = R(h_t)                    symlog two-hot over 255 bins (`worldmodels.twohot`)
+  reward      r^_t = R(h_t)                    symlog two-hot over 255 bins (`ssmrl.worldmodels.twohot`)
   termination e^_t = E(h_t)                    Bernoulli logit
 
 Resets (o_t starts an episode) zero the backbone state before step t, so episodes in one sequence are
@@ -38,9 +38,8 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-from worldmodels.s4wm import make_backbone
-from worldmodels.twohot import twohot_bins, twohot_loss
+from ssmrl.worldmodels.s4wm import make_backbone
+from ssmrl.worldmodels.twohot import twohot_bins, twohot_loss
 
 
 class MLP(nn.Module):
@@ -140,15 +139,15 @@ def categorical_kl(p_logits, q_logits):
     return jnp.sum(jnp.exp(log_p) * (log_p - log_q), (-2, -1))
 
 
-class DramaWorldModel(nn.Module):
-    """Drama's world model (see the module docstring). obs float `[..., *obs_shape]` (images in [0, 1]), actions
-    int32. Methods (via `apply(..., method=...)`): `observe` (sequence mode), `imagine_step` (step mode), and
-    the parts `posterior`, `sequence`, `prior`, `decode`, `heads`."""
+@dataclasses.dataclass(frozen=True)
+class DramaModelConfig:
+    """The world model's architecture; official Drama values (config_files/train.yaml). core_kwargs: backbone
+    options (`ssmrl.ssm.make_core` names). The trainer's `ModelConfig` extends it with the training settings."""
 
-    obs_shape: tuple[int, ...]
-    num_actions: int
     backbone: str = "mamba2"
-    core_kwargs: Any = None  # dict of backbone options (`ssm.make_core` names)
+    core_kwargs: dict[str, Any] = dataclasses.field(
+        default_factory=lambda: {"d_model": 512, "n_layers": 2, "d_state": 16, "head_dim": 64, "expand": 2}
+    )
     hidden: int = 512
     num_latents: int = 32
     num_classes: int = 32
@@ -162,42 +161,53 @@ class DramaWorldModel(nn.Module):
     head_layers: int = 1
     num_bins: int = 255
 
+
+class DramaWorldModel(nn.Module):
+    """Drama's world model (see the module docstring). obs float `[..., *obs_shape]` (images in [0, 1]), actions
+    int32; `config` sets the architecture. Methods (via `apply(..., method=...)`): `observe` (sequence mode),
+    `imagine_step` (step mode), and the parts `posterior`, `sequence`, `prior`, `decode`, `heads`."""
+
+    obs_shape: tuple[int, ...]
+    num_actions: int
+    config: DramaModelConfig = DramaModelConfig()
+
     @property
     def is_image(self) -> bool:
         return len(self.obs_shape) == 3
 
     def setup(self):
+        c = self.config
         if len(self.obs_shape) not in (1, 3):
             raise ValueError(f"Drama takes vector [D] or image [H, W, C] observations, got shape {self.obs_shape}")
-        self.core = make_backbone(self.backbone, **dict(self.core_kwargs or {}))
+        self.core = make_backbone(c.backbone, **dict(c.core_kwargs))
         if self.is_image:
-            self.encoder = ConvEncoder(self.cnn_depth, self.cnn_mults, self.cnn_kernel)
-            self.decoder = ConvDecoder(self.obs_shape, self.cnn_depth, self.cnn_mults, self.cnn_kernel)
+            self.encoder = ConvEncoder(c.cnn_depth, c.cnn_mults, c.cnn_kernel)
+            self.decoder = ConvDecoder(self.obs_shape, c.cnn_depth, c.cnn_mults, c.cnn_kernel)
         else:
-            self.encoder = MLP(self.mlp_units, self.mlp_layers)
-            self.decoder = VectorDecoder(self.obs_shape[0], self.mlp_units, self.mlp_layers)
-        latents = self.num_latents * self.num_classes
+            self.encoder = MLP(c.mlp_units, c.mlp_layers)
+            self.decoder = VectorDecoder(self.obs_shape[0], c.mlp_units, c.mlp_layers)
+        latents = c.num_latents * c.num_classes
         self.post_head = nn.Dense(latents)
         self.prior_head = nn.Dense(latents)
-        self.stem = nn.Dense(self.hidden)
+        self.stem = nn.Dense(c.hidden)
         self.stem_norm = nn.RMSNorm()
-        self.reward_mlp = MLP(self.head_units, self.head_layers)
-        self.reward_out = nn.Dense(self.num_bins, kernel_init=nn.initializers.zeros)  # predicts 0 at first
-        self.terminal_mlp = MLP(self.head_units, self.head_layers)
+        self.reward_mlp = MLP(c.head_units, c.head_layers)
+        self.reward_out = nn.Dense(c.num_bins, kernel_init=nn.initializers.zeros)  # predicts 0 at first
+        self.terminal_mlp = MLP(c.head_units, c.head_layers)
         self.terminal_out = nn.Dense(1)
 
     @nn.nowrap
     def initial_carry(self, batch_shape: Sequence[int]):
         """The backbone's zero carry for a batch `batch_shape` (callable on the unbound module)."""
-        return make_backbone(self.backbone, **dict(self.core_kwargs or {})).initialize_carry(tuple(batch_shape))
+        return make_backbone(self.config.backbone, **dict(self.config.core_kwargs)).initialize_carry(tuple(batch_shape))
 
     @nn.nowrap
     def bins(self):
-        return twohot_bins(self.num_bins)
+        return twohot_bins(self.config.num_bins)
 
     def _logits(self, head, x):
-        logits = head(x).reshape((*x.shape[:-1], self.num_latents, self.num_classes))
-        return unimix_logits(logits, self.unimix)
+        logits = head(x).reshape((*x.shape[:-1], self.config.num_latents, self.config.num_classes))
+        return unimix_logits(logits, self.config.unimix)
 
     def posterior(self, obs):
         """obs `[..., *obs_shape]` -> q's logits `[..., K, C]`."""

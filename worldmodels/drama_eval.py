@@ -24,13 +24,10 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from agents.dreamer_loop import DramaConfig, DramaState, Setup, act, build, make_drama, make_env
-from agents.evaluate import _ArgumentParser, _positive, load_config
-from ssmrl.checkpoint import Checkpointer
-from ssmrl.runner import restore_state
-from worldmodels.drama import DramaWorldModel
-from worldmodels.imagination import imagine, observe_context
+from ssmrl.rl.evaluation import EvalArgumentParser, of_seed, positive_count
+from ssmrl.worldmodels.drama import DramaWorldModel
+from ssmrl.worldmodels.imagination import imagine, observe_context
+from ssmrl.worldmodels.train_drama import DramaConfig, DramaState, Setup, act, build, make_env
 
 
 def rollout(setup: Setup, config: DramaConfig, state: DramaState, key, num_envs: int, steps: int):
@@ -109,10 +106,6 @@ def save_gif(path: Path, real: np.ndarray, model: np.ndarray, context: int, scal
     frames[0].save(path, save_all=True, append_images=frames[1:], duration=250, loop=0)
 
 
-def of_seed(tree: Any, i: int) -> Any:
-    return jax.tree.map(lambda x: x[i], tree)
-
-
 def finish(config: DramaConfig, final_state, out_dir: Path) -> dict:
     """The imagination check for every seed of a seed-stacked final state: eval.json and imagination.gif (seed 0)."""
     setup = build(config)
@@ -163,32 +156,28 @@ def first_episode_returns(setup: Setup, config: DramaConfig, state: DramaState, 
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
-    parser = _ArgumentParser(prog="ssmrl evaluate RUN_DIR", description="Evaluate a Drama run's checkpoint.")
-    parser.add_argument("--episodes", type=_positive, default=32, metavar="N",
+    parser = EvalArgumentParser(prog="ssmrl evaluate RUN_DIR", description="Evaluate a Drama run's checkpoint.")
+    parser.add_argument("--episodes", type=positive_count, default=32, metavar="N",
                         help="parallel envs, the first episode of each counts (default: 32)")
     parser.add_argument("--greedy", action="store_true", help="the policy's most likely action (default: sampled)")
     parser.add_argument("--checkpoint", type=int, metavar="STEP", help="checkpoint step (default: the latest)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="evaluation PRNG seed (default: 0)")
-    parser.add_argument("--max-steps", type=_positive, default=100_000, metavar="N",
+    parser.add_argument("--max-steps", type=positive_count, default=100_000, metavar="N",
                         help="stop after N env steps; unfinished episodes are an error (default: 100000)")
     parser.add_argument("--render", action="store_true", help="also write RUN_DIR/imagination.gif (imagined vs real)")
     return parser.parse_args(argv)
 
 
-def evaluate_run(run_dir: Path, argv: list[str]) -> dict[str, Any]:
-    """`ssmrl evaluate RUN_DIR`: mean +- std first-episode return per seed and over seeds; writes eval_returns.json."""
+def evaluate_run(run, argv: list[str]) -> dict[str, Any]:
+    """`ssmrl evaluate RUN_DIR` of a Drama run (`run`: the `ssmrl.runner.RunFolder` the CLI opened): mean +- std
+    first-episode return per seed and over seeds; writes eval_returns.json."""
     args = parse_args(argv)
-    run_dir = Path(run_dir)
-    settings, config = load_config(run_dir)
-    checkpoint_dir = run_dir / "checkpoints"
-    if not checkpoint_dir.is_dir():
-        raise FileNotFoundError(f"no checkpoint in {str(run_dir)!r}: {str(checkpoint_dir)!r} does not exist")
-    with Checkpointer(checkpoint_dir) as checkpoints:
-        state = restore_state(checkpoints, args.checkpoint, make_drama(config), settings)
-        step = args.checkpoint if args.checkpoint is not None else checkpoints.latest_step()
+    run_dir, settings, config = run.path, run.settings, run.config
+    state, step = run.restore(args.checkpoint)
     setup = build(config)
-    run = jax.jit(lambda s, k: first_episode_returns(setup, config, s, k, args.episodes, args.max_steps, args.greedy))
-    returns = np.stack([np.asarray(run(of_seed(state, i), jax.random.PRNGKey(args.seed)))
+    returns_of = jax.jit(
+        lambda s, k: first_episode_returns(setup, config, s, k, args.episodes, args.max_steps, args.greedy))
+    returns = np.stack([np.asarray(returns_of(of_seed(state, i), jax.random.PRNGKey(args.seed)))
                         for i in range(settings.num_seeds)])
     if np.isnan(returns).any():
         raise ValueError(f"{int(np.isnan(returns).sum())} episodes had not ended after --max-steps {args.max_steps}")

@@ -13,9 +13,8 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
-
-from worldmodels.drama import DramaWorldModel
-from worldmodels.twohot import twohot_mean
+from ssmrl.worldmodels.drama import DramaWorldModel
+from ssmrl.worldmodels.twohot import twohot_mean
 
 
 def observe_context(model: DramaWorldModel, params, obs, actions, firsts, key):

@@ -1,6 +1,6 @@
 """S4WM's backbone: a stack of S4 blocks, each ending in a final MLP.
 
-Block i: the `ssm.s4.S4Core` block (LayerNorm -> S4 -> GELU + GLU -> residual) followed by a pre-norm residual
+Block i: the `ssmrl.ssm.s4.S4Core` block (LayerNorm -> S4 -> GELU + GLU -> residual) followed by a pre-norm residual
 MLP, x + Dense(D)(GELU(Dense(mlp_ratio * D)(LayerNorm(x)))). The MLP is pointwise in time, so parallel
 (convolution) and step (recurrence) modes stay equal and the carry is the S4 core's.
 
@@ -15,8 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import flax.linen as nn
-
-from ssm.s4 import S4Core
+from ssmrl.ssm.s4 import S4Core
 
 
 class FinalMLP(nn.Module):

@@ -19,7 +19,7 @@ cross-entropy + KL, with KL balancing and free nats (DreamerV2's form and defaul
 
 What is the paper's (checked on its abstract and project page, fdeng18.github.io/s4wm): a latent-variable
 world model trained fully in parallel over sequences that imagines in latent space; the backbone is a stack of
-S4 blocks with a final MLP ("s4", `worldmodels.s4_blocks`); the baselines are RSSM (RNN; here "gru") and TSSM
+S4 blocks with a final MLP ("s4", `ssmrl.worldmodels.s4_blocks`); the baselines are RSSM (RNN; here "gru") and TSSM
 (Transformer; here "transformer"). Not checked against the paper (its body could not be read here), so ours:
 the posterior on o_t alone (what makes parallel training possible), diagonal Gaussian latents and their size,
 alpha = 0.8 and free = 1 nat (DreamerV2's values), layer widths and depths, the MLP heads, the continue head.
@@ -35,10 +35,9 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-from ssm.registry import CORES, build_named
-from worldmodels.s4_blocks import S4WMCore
-from worldmodels.transformer import CausalTransformerCore
+from ssmrl.ssm.registry import CORES, build_named
+from ssmrl.worldmodels.s4_blocks import S4WMCore
+from ssmrl.worldmodels.transformer import CausalTransformerCore
 
 # Backbones by name: every `ssm` core, with "s4" replaced by S4WM's S4 blocks (final MLP), plus "transformer".
 BACKBONES = {**CORES, "s4": S4WMCore, "transformer": CausalTransformerCore}

@@ -3,7 +3,7 @@
 Data: each update rolls `batch_size` fresh episodes of the env for `seq_len` steps with the env's data policy,
 inside the jitted update (no dataset is held in memory or closed over), then takes one optimiser step on
 the negative ELBO over the whole sequences (parallel mode). Offline datasets for other uses are written by
-`scripts/make_wm_dataset.py` (same collector, `worldmodels.data`). Deviation: the paper's experiments are offline,
+`scripts/make_wm_dataset.py` (same collector, `ssmrl.worldmodels.data`). Deviation: the paper's experiments are offline,
 on collected datasets (per a third-party summary; their size is not known here); fresh episodes every update
 never repeat a sequence.
 
@@ -27,11 +27,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-
-import envs
-from ssmrl.algorithm import Algorithm
-from worldmodels.data import collect, model_inputs
-from worldmodels.s4wm import S4WM, LossWeights, elbo_loss, imagine
+import ssmrl.envs as envs
+from ssmrl.rl.algorithm import Algorithm
+from ssmrl.worldmodels.data import collect, model_inputs
+from ssmrl.worldmodels.s4wm import S4WM, LossWeights, elbo_loss, imagine
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,7 +46,8 @@ class EnvConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ModelConfig:
-    """The world model (`worldmodels.s4wm.S4WM`); core_kwargs go to the backbone (`ssm.make_core` options)."""
+    """The world model (`ssmrl.worldmodels.s4wm.S4WM`); core_kwargs go to the backbone (`ssmrl.ssm.make_core`
+    options)."""
 
     backbone: str = "s4"
     core_kwargs: dict[str, Any] = dataclasses.field(default_factory=lambda: {"d_model": 256, "n_layers": 4})

@@ -22,8 +22,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-
-from ssm.core import RecurrentCore, check_carry_batch, check_sequence
+from ssmrl.ssm.core import RecurrentCore, check_carry_batch, check_sequence
 
 
 @chex.dataclass(frozen=True)

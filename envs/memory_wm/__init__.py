@@ -8,9 +8,9 @@ Suites and rules: `rooms` (long-term imagination, teleport recall), `distracting
 settings are checked against the paper and which are ours (docs/worldmodels.md has the table).
 """
 
-from envs.memory_wm.distracting_memory import DistractingMemory
-from envs.memory_wm.multi_doors_keys import MultiDoorsKeys
-from envs.memory_wm.rooms import Rooms
-from envs.memory_wm.suite import MEMORY_WM_ENVS, PREFIX
+from ssmrl.envs.memory_wm.distracting_memory import DistractingMemory
+from ssmrl.envs.memory_wm.multi_doors_keys import MultiDoorsKeys
+from ssmrl.envs.memory_wm.rooms import Rooms
+from ssmrl.envs.memory_wm.suite import MEMORY_WM_ENVS, PREFIX
 
 __all__ = ["MEMORY_WM_ENVS", "PREFIX", "DistractingMemory", "MultiDoorsKeys", "Rooms"]

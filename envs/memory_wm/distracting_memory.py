@@ -19,8 +19,7 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
-
-from envs.memory_wm.grid import (
+from ssmrl.envs.memory_wm.grid import (
     AGENT,
     FLOOR,
     MOVES,

@@ -1,4 +1,4 @@
-"""The memory world-model suites by name (`"memory_wm/<Name>"` in `envs.make`): factory(**overrides) -> env.
+"""The memory world-model suites by name (`"memory_wm/<Name>"` in `ssmrl.envs.make`): factory(**overrides) -> env.
 
 Long-term imagination: TwoRooms, FourRooms, TenRooms; context-dependent recall: FourRoomsTeleport,
 TenRoomsTeleport; reward prediction: DistractingMemory; memory-based reasoning: MultiDoorsKeys.
@@ -12,10 +12,9 @@ from collections.abc import Callable
 from functools import partial
 
 from gymnax.environments import environment
-
-from envs.memory_wm.distracting_memory import DistractingMemory
-from envs.memory_wm.multi_doors_keys import MultiDoorsKeys
-from envs.memory_wm.rooms import ROOMS_SUITES, Rooms
+from ssmrl.envs.memory_wm.distracting_memory import DistractingMemory
+from ssmrl.envs.memory_wm.multi_doors_keys import MultiDoorsKeys
+from ssmrl.envs.memory_wm.rooms import ROOMS_SUITES, Rooms
 
 PREFIX = "memory_wm/"
 

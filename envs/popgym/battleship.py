@@ -4,8 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-
-from envs.popgym.cards import GameParams, PopGymGame, check_int, difficulty_registry
+from ssmrl.envs.popgym.cards import GameParams, PopGymGame, check_int, difficulty_registry
 
 
 @chex.dataclass(frozen=True)

@@ -9,8 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 from gymnax.environments import environment, spaces
-
-from envs.popgym.cards import check_int, difficulty_registry
+from ssmrl.envs.popgym.cards import check_int, difficulty_registry
 
 
 def check_noise_sigma(noise_sigma: float) -> float:

@@ -3,8 +3,7 @@
 import chex
 import jax
 import jax.numpy as jnp
-
-from envs.popgym.cards import (
+from ssmrl.envs.popgym.cards import (
     FEATURE_SIZES,
     GameParams,
     PopGymGame,

@@ -14,8 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import environment, spaces
-
-from envs.popgym.cards import check_int, difficulty_registry
+from ssmrl.envs.popgym.cards import check_int, difficulty_registry
 
 FREE, OBSTACLE, START, GOAL = 0, 1, 2, 3
 NUM_CELL_CODES = 5  # POPGym also declares a HIDDEN code (4) that observations never contain

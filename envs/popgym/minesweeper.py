@@ -3,8 +3,7 @@
 import chex
 import jax
 import jax.numpy as jnp
-
-from envs.popgym.cards import GameParams, PopGymGame, check_int, difficulty_registry, one_hot
+from ssmrl.envs.popgym.cards import GameParams, PopGymGame, check_int, difficulty_registry, one_hot
 
 
 @chex.dataclass(frozen=True)

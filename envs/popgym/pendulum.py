@@ -4,9 +4,8 @@ import chex
 import jax
 import jax.numpy as jnp
 from gymnax.environments import environment, spaces
-
-from envs.popgym.cards import check_int, difficulty_registry
-from envs.popgym.cartpole import NOISY_LEVELS, check_noise_sigma, noisy_observation
+from ssmrl.envs.popgym.cards import check_int, difficulty_registry
+from ssmrl.envs.popgym.cartpole import NOISY_LEVELS, check_noise_sigma, noisy_observation
 
 # Largest per-step cost of Pendulum-v1: pi^2 + 0.1 * max_speed^2 + 0.001 * max_torque^2 (POPGym's constant).
 MAX_COST = 16.2736044

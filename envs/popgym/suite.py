@@ -15,7 +15,7 @@ MODULE_NAMES = (
     "autoencode", "battleship", "cartpole", "concentration", "count_recall", "higher_lower", "labyrinth",
     "minesweeper", "multiarmed_bandit", "pendulum", "repeat_first", "repeat_previous",
 )
-MODULES = tuple(importlib.import_module(f"envs.popgym.{name}") for name in MODULE_NAMES)
+MODULES = tuple(importlib.import_module(f"{__package__}.{name}") for name in MODULE_NAMES)
 
 
 def merge_registries(

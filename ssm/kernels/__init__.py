@@ -1,6 +1,6 @@
-"""Hand-written accelerator kernels (Pallas) for hot loops of the SSM cores; `ssm.scan` dispatches to them."""
+"""Hand-written accelerator kernels (Pallas) for hot loops of the SSM cores; `ssmrl.ssm.scan` dispatches to them."""
 
-from ssm.kernels.pallas_scan import (
+from ssmrl.ssm.kernels.pallas_scan import (
     SUPPORTED_DTYPES,
     from_planes,
     kernel_compiles,

@@ -26,7 +26,7 @@ JAX's own rules for real, imag and complex turn these planar gradients into its 
 Backends. On a GPU the kernel is compiled by the Pallas Triton backend (selected explicitly through
 `plt.CompilerParams`, since newer jax defaults Pallas to Mosaic GPU); elsewhere it runs in Pallas interpret
 mode, which is correct but slow and only meant for tests. Dtypes: float32 and complex64 (`SUPPORTED_DTYPES`),
-float32 planes; `ssm.scan.reset_scan(method="pallas")` falls back to the XLA scan for other dtypes.
+float32 planes; `ssmrl.ssm.scan.reset_scan(method="pallas")` falls back to the XLA scan for other dtypes.
 """
 
 from __future__ import annotations
@@ -341,7 +341,7 @@ _scan.defvjp(_scan_fwd, _scan_bwd)
 def pallas_reset_scan_planes(a, b, resets=None, h0=None, *, block_size=None, unroll=None, num_warps=None,
                              interpret=None):
     """Planar form of `pallas_reset_scan`: a, b and h0 are tuples of planes, `(x,)` for a real recurrence or
-    `(x_re, x_im)` for a complex one, each plane float32 with the shape rules of `ssm.scan.reset_scan`.
+    `(x_re, x_im)` for a complex one, each plane float32 with the shape rules of `ssmrl.ssm.scan.reset_scan`.
 
     Returns the planes of h, each of shape `b[0].shape`; differentiable (reverse mode), the gradients being
     planar (d/dx_re, d/dx_im) as for any real function of real arrays.
@@ -387,7 +387,7 @@ def pallas_reset_scan_planes(a, b, resets=None, h0=None, *, block_size=None, unr
 def pallas_reset_scan(a, b, resets=None, h0=None, *, block_size=None, unroll=None, num_warps=None, interpret=None):
     """All states of h_t = a_t * (1 - reset_t) * h_{t-1} + b_t through the fused kernel; differentiable.
 
-    Inputs follow `ssm.scan.reset_scan`'s rules, which are not re-checked here (call `reset_scan(...,
+    Inputs follow `ssmrl.ssm.scan.reset_scan`'s rules, which are not re-checked here (call `reset_scan(...,
     method="pallas")` for checked inputs): b `[T, ...]`; a broadcastable to b; resets bool `[T, *lead]`, a prefix
     of b's shape; h0 broadcastable to `b.shape[1:]`. The result dtype must be float32 or complex64; complex
     arrays are split into planes and merged again around `pallas_reset_scan_planes`.

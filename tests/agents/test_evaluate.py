@@ -9,9 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
-
-from agents.env_stack import EnvConfig
-from agents.evaluate import (
+from ssmrl.agents.env_stack import EnvConfig
+from ssmrl.agents.evaluate import (
     SPLITS,
     evaluate_policy,
     first_episode_returns,
@@ -19,7 +18,8 @@ from agents.evaluate import (
     parse_args,
     render_episode,
 )
-from agents.ppo import PPOConfig, make_ppo
+from ssmrl.agents.ppo import PPOConfig, make_ppo
+
 from ssmrl.checkpoint import Checkpointer
 from ssmrl.cli import main, resolve_config
 from ssmrl.config import save_yaml

@@ -8,15 +8,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import ssmrl.envs as envs
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import envs
-from agents.env_stack import EnvConfig, MetaConfig
-from agents.evaluate import evaluate_policy
-from agents.mappo import IPPOConfig, MAPPOConfig, make_train
-from envs.multi_agent import AgentBatch, FlattenAgents
-from envs.wrappers import VecEnv
+from ssmrl.agents.env_stack import EnvConfig, MetaConfig
+from ssmrl.agents.evaluate import evaluate_policy
+from ssmrl.agents.mappo import IPPOConfig, MAPPOConfig, make_train
+from ssmrl.envs.multi_agent import AgentBatch, FlattenAgents
+from ssmrl.envs.wrappers import VecEnv
 
 SMAX_3M = {"scenario": "3m"}
 

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from agents.env_stack import EnvConfig, MetaConfig
-from agents.ppo import PPOConfig, make_ppo, make_train
-from agents.returns import gae
+from ssmrl.agents.env_stack import EnvConfig, MetaConfig
+from ssmrl.agents.ppo import PPOConfig, make_ppo, make_train
+from ssmrl.rl.returns import gae
 
 TINY_CORES = {
     "mlp": {"features": 8},

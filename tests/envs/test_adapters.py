@@ -6,10 +6,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-
-import envs
-from envs.brax_adapter import BraxAdapter, BraxParams
-from envs.jaxmarl_adapter import MultiAgentAdapter, MultiAgentParams
+import ssmrl.envs as envs
+from ssmrl.envs.brax_adapter import BraxAdapter, BraxParams
+from ssmrl.envs.jaxmarl_adapter import MultiAgentAdapter, MultiAgentParams
 
 
 def test_gymnax_discrete_observation_becomes_one_hot():

@@ -4,13 +4,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import ssmrl.envs as envs
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import envs
-from envs.memory_wm import DistractingMemory, MultiDoorsKeys, Rooms
-from envs.memory_wm.grid import MOVES, PALETTE
-from envs.memory_wm.suite import MEMORY_WM_ENVS
+from ssmrl.envs.memory_wm import DistractingMemory, MultiDoorsKeys, Rooms
+from ssmrl.envs.memory_wm.grid import MOVES, PALETTE
+from ssmrl.envs.memory_wm.suite import MEMORY_WM_ENVS
 
 SIZE = 16
 

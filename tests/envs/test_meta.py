@@ -4,12 +4,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import ssmrl.envs as envs
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-import envs
-from envs.meta import MetaRL
-from envs.wrappers import LogWrapper, PrevActionReward, VecEnv
+from ssmrl.envs.meta import MetaRL
+from ssmrl.envs.wrappers import LogWrapper, PrevActionReward, VecEnv
 
 NUM_ENVS, NUM_STEPS, OBS_DIM, EPISODES, MAX_STEPS = 8, 24, 6, 2, 3
 TASK_IDS = st.integers(0, 2**20 - 1)

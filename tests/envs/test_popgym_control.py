@@ -16,9 +16,8 @@ import pytest
 from gymnasium.envs.classic_control import CartPoleEnv, PendulumEnv
 from hypothesis import given, settings
 from hypothesis import strategies as st
-
-from envs.popgym import cartpole, labyrinth, pendulum
-from envs.popgym.labyrinth import FREE, GOAL, MOVES, NO_ACTION, OBSTACLE, START, generate_maze
+from ssmrl.envs.popgym import cartpole, labyrinth, pendulum
+from ssmrl.envs.popgym.labyrinth import FREE, GOAL, MOVES, NO_ACTION, OBSTACLE, START, generate_maze
 
 MODULES = (cartpole, pendulum, labyrinth)
 REGISTRY = {name: factory for module in MODULES for name, factory in module.REGISTRY.items()}

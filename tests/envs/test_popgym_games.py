@@ -17,8 +17,7 @@ import pytest
 from gymnax.environments import spaces
 from hypothesis import given
 from hypothesis import strategies as st
-
-from envs.popgym import (
+from ssmrl.envs.popgym import (
     autoencode,
     battleship,
     cards,
@@ -369,7 +368,7 @@ def test_bad_settings_raise_value_error(factory, kwargs, match):
 
 
 def test_suite_merges_all_popgym_envs():
-    suite = pytest.importorskip("envs.popgym.suite")
+    suite = pytest.importorskip("ssmrl.envs.popgym.suite")
     assert len(suite.POPGYM_ENVS) == 45 and set(REGISTRY) <= set(suite.POPGYM_ENVS)
     assert all(target in suite.POPGYM_ENVS for target in suite.POPGYM_ALIASES.values())
     fake = SimpleNamespace(__name__="fake", REGISTRY={"RepeatFirst-Easy": None}, ALIASES={})

@@ -11,13 +11,12 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+import ssmrl.envs as envs
 from gymnax.environments import spaces
-
-import envs
-from envs.gymnax_adapter import gymnax_names
-from envs.jaxmarl_adapter import MultiAgentAdapter
-from envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
-from envs.registry import registered_names
+from ssmrl.envs.gymnax_adapter import gymnax_names
+from ssmrl.envs.jaxmarl_adapter import MultiAgentAdapter
+from ssmrl.envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
+from ssmrl.envs.registry import registered_names
 
 NUM_ENVS, NUM_STEPS = 64, 6
 DEFAULT_SUITE = {"CartPole-v1", "Pendulum-v1", "brax/inverted_pendulum", "jaxmarl/MPE_simple_spread_v3"}
@@ -208,7 +207,7 @@ def test_make_from_threads_while_families_load(monkeypatch):
     """Lazy family loading is thread-safe: 8 threads making envs of two not-yet-loaded families all succeed."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from envs import registry
+    from ssmrl.envs import registry
 
     for name in ("_FACTORIES", "_ALIASES"):
         monkeypatch.setattr(registry, name, {})

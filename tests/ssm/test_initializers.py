@@ -5,8 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
-
-from ssm.initializers import householder_q, orthogonal
+from ssmrl.ssm.initializers import householder_q, orthogonal
 
 
 @given(st.integers(1, 12), st.integers(1, 12), st.integers(0, 2**16))

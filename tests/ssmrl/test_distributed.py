@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.sharding import AbstractMesh, PartitionSpec
+from ssmrl.agents.env_stack import EnvConfig
+from ssmrl.agents.mappo import MAPPOConfig
+from ssmrl.agents.ppo import PPOConfig, make_ppo
 
-from agents.env_stack import EnvConfig
-from agents.mappo import MAPPOConfig
-from agents.ppo import PPOConfig, make_ppo
 from ssmrl.distributed import initialize_from_env
 from ssmrl.runner import RunSettings, abstract_state
 from ssmrl.sharding import check_divisible, make_mesh, state_shardings
@@ -49,8 +49,8 @@ def finish(process: subprocess.Popen, timeout: float = 240) -> str:
 MESH_RUNS = """
 import dataclasses, json, sys
 import jax, numpy as np
-from agents.env_stack import EnvConfig
-from agents.ppo import PPOConfig, make_ppo
+from ssmrl.agents.env_stack import EnvConfig
+from ssmrl.agents.ppo import PPOConfig, make_ppo
 from ssmrl.checkpoint import Checkpointer
 from ssmrl.runner import RunSettings, run, restore_state
 from ssmrl.sharding import algorithm_mesh, make_mesh

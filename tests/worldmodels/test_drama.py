@@ -1,5 +1,5 @@
 """Drama's parts: two-hot, lambda-returns, LaProp, DFS replay sampling, the world model (step == sequence mode, its
-loss trains on a tiny replay) and imagination shapes. The loop end to end: tests/agents/test_dreamer_loop.py."""
+loss trains on a tiny replay) and imagination shapes. The loop end to end: tests/worldmodels/test_train_drama.py."""
 
 import functools
 
@@ -9,13 +9,11 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-
-from agents.dreamer_loop import DramaConfig, EnvConfig, ModelConfig, ReplayConfig, build, train_world_model
-from worldmodels.actor_critic import BehaviourConfig, lambda_returns
-from worldmodels.drama import ConvDecoder, ConvEncoder, DramaWorldModel
-from worldmodels.imagination import imagine, start_state
-from worldmodels.laprop import laprop
-from worldmodels.replay import (
+from ssmrl.worldmodels.actor_critic import BehaviourConfig, lambda_returns
+from ssmrl.worldmodels.drama import ConvDecoder, ConvEncoder, DramaWorldModel
+from ssmrl.worldmodels.imagination import imagine, start_state
+from ssmrl.worldmodels.laprop import laprop
+from ssmrl.worldmodels.replay import (
     SamplingRule,
     dfs_logits,
     replay_add,
@@ -24,7 +22,8 @@ from worldmodels.replay import (
     sample_windows,
     valid_starts,
 )
-from worldmodels.twohot import twohot_bins, twohot_encode, twohot_loss, twohot_mean
+from ssmrl.worldmodels.train_drama import DramaConfig, EnvConfig, ModelConfig, ReplayConfig, build, train_world_model
+from ssmrl.worldmodels.twohot import twohot_bins, twohot_encode, twohot_loss, twohot_mean
 
 T, B = 6, 3
 

@@ -7,10 +7,10 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from ssmrl.worldmodels.s4wm import S4WM, LossWeights, elbo_loss, imagine, make_backbone
+from ssmrl.worldmodels.transformer import CausalTransformerCore
 
 from tests.scripts import load_script
-from worldmodels.s4wm import S4WM, LossWeights, elbo_loss, imagine, make_backbone
-from worldmodels.transformer import CausalTransformerCore
 
 T, B, SIZE, A = 6, 2, 8, 4
 CORE_KWARGS = {
@@ -171,7 +171,7 @@ def test_bad_backbone_and_image_size():
 
 
 def tiny_config(**train):
-    from worldmodels.train_s4wm import EnvConfig, EvalConfig, ModelConfig, S4WMConfig, TrainConfig
+    from ssmrl.worldmodels.train_s4wm import EnvConfig, EvalConfig, ModelConfig, S4WMConfig, TrainConfig
 
     return S4WMConfig(
         env=EnvConfig(name="memory_wm/MultiDoorsKeys", image_size=SIZE, max_steps=10, kwargs={"arena": 4}),
@@ -185,7 +185,7 @@ def test_trainer_updates_and_evaluation(tmp_path):
     """make_s4wm gives a vmappable Algorithm with finite float32 metrics; finish writes eval.json and the PNG."""
     import json
 
-    from worldmodels.train_s4wm import finish, make_s4wm
+    from ssmrl.worldmodels.train_s4wm import finish, make_s4wm
 
     algorithm = make_s4wm(tiny_config())
     assert algorithm.steps_per_update == 2 * 10
@@ -205,7 +205,7 @@ def test_trainer_updates_and_evaluation(tmp_path):
 
 
 def test_bad_config():
-    from worldmodels.train_s4wm import build
+    from ssmrl.worldmodels.train_s4wm import build
 
     with pytest.raises(ValueError, match="seq_len"):
         build(tiny_config(seq_len=50))
@@ -213,7 +213,7 @@ def test_bad_config():
 
 def test_dataset_round_trip_reproducible(tmp_path):
     """The generator's files load back with the documented shapes, and the same seed gives the same data."""
-    from worldmodels.data import load_dataset, model_inputs
+    from ssmrl.worldmodels.data import load_dataset, model_inputs
 
     script = load_script("make_wm_dataset")
     kwargs = {"image_size": SIZE, "max_steps": 4, "arena": 4}

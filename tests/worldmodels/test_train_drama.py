@@ -8,8 +8,8 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
+from ssmrl.worldmodels.train_drama import DramaConfig, EnvConfig, ReplayConfig, build, check_config
 
-from agents.dreamer_loop import DramaConfig, EnvConfig, ReplayConfig, build, check_config
 from ssmrl.cli import main, resolve_config, train
 from tests.worldmodels.test_drama import quick_compile  # noqa: F401  (autouse: XLA optimisations off here too)
 
@@ -69,7 +69,8 @@ def test_shipped_configs_build(path):
     settings, config, _ = resolve_config(str(path), [])
     assert settings.algo == "drama" and config.total_steps == 100_000
     setup = build(config)
-    assert setup.rule.count_scale == 16 / 1024 and setup.model.num_latents * setup.model.num_classes == 1024
+    assert setup.rule.count_scale == 16 / 1024
+    assert setup.model.config.num_latents * setup.model.config.num_classes == 1024
     jax.eval_shape(lambda: setup.model.initial_carry((1,)))
 
 

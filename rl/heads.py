@@ -21,9 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import spaces
-
-from envs.wrappers import box_bounds
-from ssm.initializers import orthogonal
+from ssmrl.envs.wrappers import box_bounds
+from ssmrl.ssm.initializers import orthogonal
 
 MASKED_LOGIT = -1e9
 """The logit of an unavailable action: probability exactly 0 in float32, and no inf/NaN in entropies."""

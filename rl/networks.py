@@ -1,7 +1,7 @@
 """The recurrent actor-critic and the memoryless MLP baseline behind the core interface.
 
 `ActorCritic(core, head)`: inputs `[T, B, D]` (observation, previous action and previous reward, as
-`envs.wrappers.PrevActionReward` builds them) -> Dense(hidden) -> core (any registry core, or `MLPCore`) ->
+`ssmrl.envs.wrappers.PrevActionReward` builds them) -> Dense(hidden) -> core (any registry core, or `MLPCore`) ->
 separate actor and critic MLPs -> (action distribution `[T, B]`, value `[T, B]`). Multi-agent observations
 (dicts with action masks and a world state) and MAPPO's centralised critic are options of the same module.
 """
@@ -12,10 +12,9 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 import numpy as np
-
-from ssm.core import RecurrentCore, check_sequence
-from ssm.initializers import orthogonal
-from ssm.registry import CORES, build_named
+from ssmrl.ssm.core import RecurrentCore, check_sequence
+from ssmrl.ssm.initializers import orthogonal
+from ssmrl.ssm.registry import CORES, build_named
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "leaky_relu": nn.leaky_relu, "gelu": nn.gelu, "silu": nn.silu}
 
@@ -52,14 +51,14 @@ class MLPCore(RecurrentCore):
 
 
 def make_memory(name: str, **cfg) -> RecurrentCore:
-    """A registry core by name (see `ssm.CORES`), or `"mlp"` for the memoryless baseline."""
+    """A registry core by name (see `ssmrl.ssm.CORES`), or `"mlp"` for the memoryless baseline."""
     return build_named({**CORES, "mlp": MLPCore}, "core", name, cfg)
 
 
 class ActorCritic(nn.Module):
     """(carry, obs, resets `[T, B]`) -> (carry, action distribution `[T, B]`, value `[T, B]`).
 
-    obs is `[T, B, D]`, or a dict (multi-agent envs, `envs.multi_agent.AgentBatch`) with "obs" `[T, B, D]`,
+    obs is `[T, B, D]`, or a dict (multi-agent envs, `ssmrl.envs.multi_agent.AgentBatch`) with "obs" `[T, B, D]`,
     optionally "avail" `[T, B, n]` (action mask) and "world_state" `[T, B, W]`. With a `critic_core` the
     critic is a separate network over "world_state" (MAPPO's centralised critic) and the carry is
     (actor carry, critic carry); without one, actor and critic share the core.

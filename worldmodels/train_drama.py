@@ -5,7 +5,7 @@ One `update` runs `env_steps_per_update` iterations; each iteration
   1. acts in the `num_envs` vectorised envs: z_t from the posterior of o_t, s_t = [z_t, h_{t-1}], a_t ~ pi(s_t)
      (uniformly random actions until the replay holds `replay.wm_warmup` steps), then h_t = f(h_{t-1}, [z_t, a_t])
      in step mode with the backbone's carry (zeroed at episode starts);
-  2. writes the step to the replay (`worldmodels.replay`, on device);
+  2. writes the step to the replay (`ssmrl.worldmodels.replay`, on device);
   3. every `train_every` iterations: `train_steps` times one world-model step on `model.batch_size` DFS-sampled
      windows of `model.seq_len` steps (once the replay holds `replay.wm_warmup` env steps), then one actor-critic
      step on `behaviour.imagine_batch` trajectories imagined for `imagine_horizon` steps after DFS-sampled contexts
@@ -35,15 +35,14 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
-
-import envs
-from envs.wrappers import LogWrapper, VecEnv
-from ssmrl.algorithm import Algorithm
-from worldmodels.actor_critic import Behaviour, BehaviourConfig, BehaviourState, make_behaviour
-from worldmodels.drama import DramaWorldModel, LossScales, world_model_loss
-from worldmodels.imagination import imagine, start_state
-from worldmodels.laprop import drama_optimizer
-from worldmodels.replay import (
+import ssmrl.envs as envs
+from ssmrl.envs.wrappers import LogWrapper, VecEnv
+from ssmrl.rl.algorithm import Algorithm
+from ssmrl.worldmodels.actor_critic import Behaviour, BehaviourConfig, BehaviourState, make_behaviour
+from ssmrl.worldmodels.drama import DramaModelConfig, DramaWorldModel, LossScales, world_model_loss
+from ssmrl.worldmodels.imagination import imagine, start_state
+from ssmrl.worldmodels.laprop import drama_optimizer
+from ssmrl.worldmodels.replay import (
     Replay,
     SamplingRule,
     dfs_logits,
@@ -59,8 +58,8 @@ FLAGS = ("wm_trained", "ac_trained")
 
 @dataclasses.dataclass(frozen=True)
 class EnvConfig:
-    """name: any `envs.make` name with Discrete actions and vector `[D]` or image `[H, W, C]` observations in [0, 1]
-    (MinAtar: "Breakout-MinAtar", ...; POPGym: "RepeatPrevious-Easy", ...); kwargs go to `envs.make`."""
+    """name: any `ssmrl.envs.make` name with Discrete actions and vector `[D]` or image `[H, W, C]` observations in
+    [0, 1] (MinAtar: "Breakout-MinAtar", ...; POPGym: "RepeatPrevious-Easy", ...); kwargs go to `ssmrl.envs.make`."""
 
     name: str = "Breakout-MinAtar"
     kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
@@ -68,25 +67,10 @@ class EnvConfig:
 
 
 @dataclasses.dataclass(frozen=True)
-class ModelConfig:
-    """The world model (`worldmodels.drama`) and its training; official Drama values (config_files/train.yaml)."""
+class ModelConfig(DramaModelConfig):
+    """The world model (`DramaModelConfig`: its architecture) and its training; official Drama values
+    (config_files/train.yaml)."""
 
-    backbone: str = "mamba2"
-    core_kwargs: dict[str, Any] = dataclasses.field(
-        default_factory=lambda: {"d_model": 512, "n_layers": 2, "d_state": 16, "head_dim": 64, "expand": 2}
-    )
-    hidden: int = 512
-    num_latents: int = 32
-    num_classes: int = 32
-    unimix: float = 0.01
-    cnn_depth: int = 16
-    cnn_mults: tuple[int, ...] = (1, 2, 3, 4, 4)
-    cnn_kernel: int = 5
-    mlp_units: int = 256
-    mlp_layers: int = 2
-    head_units: int = 256
-    head_layers: int = 1
-    num_bins: int = 255
     batch_size: int = 16
     seq_len: int = 128
     lr: float = 4e-5
@@ -100,7 +84,7 @@ class ModelConfig:
 
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
-    """Replay size, the random-action warmups (env steps) and DFS (`worldmodels.replay`)."""
+    """Replay size, the random-action warmups (env steps) and DFS (`ssmrl.worldmodels.replay`)."""
 
     capacity: int = 100_000
     wm_warmup: int = 1032
@@ -243,12 +227,7 @@ def build(config: DramaConfig) -> Setup:
     env, env_params = make_env(config.env)
     m = config.model
     obs_shape = tuple(env.observation_space(env_params).shape)
-    model = DramaWorldModel(
-        obs_shape=obs_shape, num_actions=env.num_actions, backbone=m.backbone, core_kwargs=dict(m.core_kwargs),
-        hidden=m.hidden, num_latents=m.num_latents, num_classes=m.num_classes, unimix=m.unimix,
-        cnn_depth=m.cnn_depth, cnn_mults=tuple(m.cnn_mults), cnn_kernel=m.cnn_kernel, mlp_units=m.mlp_units,
-        mlp_layers=m.mlp_layers, head_units=m.head_units, head_layers=m.head_layers, num_bins=m.num_bins,
-    )
+    model = DramaWorldModel(obs_shape=obs_shape, num_actions=env.num_actions, config=m)
     model.initial_carry((1,))  # unknown backbone or option: ValueError now
     rule = SamplingRule(tau=config.replay.tau, imagination_tau=config.replay.imagination_tau,
                         alpha=config.replay.alpha, beta=config.replay.beta,
