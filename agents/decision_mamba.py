@@ -37,6 +37,7 @@ import dataclasses
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from ssmrl.agents.decision_transformer import triplet_starts
 from ssmrl.ssm.core import RecurrentCore
 from ssmrl.ssm.mamba import MambaLayer

@@ -27,6 +27,7 @@ import math
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from ssmrl.rl.networks import activation_fn
 
 

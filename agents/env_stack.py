@@ -11,8 +11,9 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Literal
 
-import ssmrl.envs as envs
 from gymnax.environments import spaces
+
+import ssmrl.envs as envs
 from ssmrl.envs.meta import MetaRL
 from ssmrl.envs.wrappers import FlattenObservation, LogWrapper, NormalizeObservation, PrevActionReward, VecEnv
 

@@ -31,9 +31,10 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
-import ssmrl.envs as envs
 from matplotlib.animation import PillowWriter
 from matplotlib.figure import Figure
+
+import ssmrl.envs as envs
 from ssmrl.agents.ppo import PPOConfig, act
 from ssmrl.envs.gymnax_adapter import GymnaxAdapter
 from ssmrl.envs.meta import SPLITS

@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
 import ssmrl.envs as envs
 from ssmrl.agents.decision_mamba import MultiGrainedMamba, make_core_backbone, pser_beta, pser_target
 from ssmrl.agents.decision_transformer import DecisionModel, GPTBackbone

@@ -25,6 +25,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
+
 from ssmrl.agents.env_stack import EnvConfig, make_env
 from ssmrl.rl.algorithm import Algorithm
 from ssmrl.rl.heads import make_head

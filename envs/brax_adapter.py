@@ -16,6 +16,7 @@ import chex
 import jax
 import jax.numpy as jnp
 from gymnax.environments import environment, spaces
+
 from ssmrl.envs.env_kwargs import constructor_args, split_kwargs
 
 PREFIX = "brax/"

@@ -13,6 +13,7 @@ import gymnax
 import jax
 import jax.numpy as jnp
 from gymnax.environments import spaces
+
 from ssmrl.envs.env_kwargs import constructor_args, split_kwargs
 from ssmrl.envs.wrappers import ObservationWrapper, box_bounds
 

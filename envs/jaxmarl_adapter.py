@@ -30,6 +30,7 @@ from jaxmarl.environments import spaces as marl_spaces
 from jaxmarl.environments.overcooked import overcooked_layouts
 from jaxmarl.environments.smax.heuristic_enemy_smax_env import EnemySMAX
 from jaxmarl.environments.smax.smax_env import MAP_NAME_TO_SCENARIO, SMAX
+
 from ssmrl.envs.env_kwargs import constructor_args, split_kwargs
 
 PREFIX = "jaxmarl/"

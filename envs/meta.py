@@ -45,6 +45,7 @@ import chex
 import jax
 import jax.numpy as jnp
 from gymnax.environments import environment, spaces
+
 from ssmrl.envs.wrappers import box_bounds, positive_int
 from ssmrl.ssm.initializers import orthogonal
 

@@ -33,6 +33,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import spaces
+
 from ssmrl.envs.jaxmarl_adapter import MultiAgentAdapter
 from ssmrl.envs.wrappers import LogState, Wrapper
 

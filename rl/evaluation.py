@@ -7,6 +7,7 @@ import argparse
 from typing import Any
 
 import jax
+
 from ssmrl.envs.wrappers import positive_int
 
 

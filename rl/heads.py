@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import spaces
+
 from ssmrl.envs.wrappers import box_bounds
 from ssmrl.ssm.initializers import orthogonal
 

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 
 import flax.linen as nn
 import numpy as np
+
 from ssmrl.ssm.core import RecurrentCore, check_sequence
 from ssmrl.ssm.initializers import orthogonal
 from ssmrl.ssm.registry import CORES, build_named

@@ -16,9 +16,9 @@ import datetime
 
 import jax
 import jax.numpy as jnp
-from ssmrl.ssm import CORES, make_core
 
 from bench_scan import timed
+from ssmrl.ssm import CORES, make_core
 
 
 def core_config(name: str, width: int) -> dict:

@@ -14,6 +14,7 @@ import argparse
 import time
 
 import jax
+
 import ssmrl.envs as envs
 from ssmrl.envs.jaxmarl_adapter import MultiAgentAdapter
 

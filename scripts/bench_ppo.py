@@ -37,6 +37,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+
 from ssmrl.agents.env_stack import EnvConfig
 from ssmrl.agents.ppo import PPOConfig, make_ppo
 from ssmrl.rl.returns import gae

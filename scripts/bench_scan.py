@@ -26,6 +26,7 @@ import time
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from ssmrl.ssm.kernels import on_gpu, pallas_reset_scan, pallas_reset_scan_planes, to_planes
 from ssmrl.ssm.scan import METHODS, reset_scan
 

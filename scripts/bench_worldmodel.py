@@ -23,6 +23,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+
 from ssmrl.worldmodels.train_s4wm import (
     EnvConfig,
     EvalConfig,

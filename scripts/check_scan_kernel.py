@@ -20,6 +20,7 @@ import traceback
 
 import jax
 import jax.numpy as jnp
+
 from ssmrl.ssm.kernels import kernel_compiles, on_gpu, pallas_reset_scan
 from ssmrl.ssm.scan import auto_method, reset_scan
 

@@ -35,12 +35,12 @@ import flax.serialization
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 import ssmrl.envs as envs
 from ssmrl.agents.offline_data import D4RL_KEYS, DATASET_KINDS, write_dataset
 from ssmrl.agents.ppo import PPOConfig, act, make_ppo
-from ssmrl.envs.wrappers import NormalizeObservation, NormalizeState
-
 from ssmrl.config import apply_overrides, config_to_dict, load_yaml, parse_config
+from ssmrl.envs.wrappers import NormalizeObservation, NormalizeState
 
 PPO_DEFAULTS = {
     "env": {"num_envs": 2048, "prev_action_reward": False, "normalize_obs": True},

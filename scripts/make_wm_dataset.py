@@ -15,6 +15,7 @@ import json
 
 import jax
 import numpy as np
+
 import ssmrl.envs as envs
 from ssmrl.worldmodels.data import FIELDS, collect, save_dataset
 

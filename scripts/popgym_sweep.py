@@ -23,10 +23,10 @@ from pathlib import Path
 
 import jax
 import numpy as np
-from ssmrl.agents.ppo import make_train
-from ssmrl.envs.popgym.suite import POPGYM_ENVS
 
+from ssmrl.agents.ppo import make_train
 from ssmrl.cli import resolve_config
+from ssmrl.envs.popgym.suite import POPGYM_ENVS
 
 CORE_PRESETS = {
     "s5": {"d_model": 256, "state_size": 256, "n_layers": 4},

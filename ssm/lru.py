@@ -24,6 +24,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from ssmrl.ssm.s5 import S5Block, project
 from ssmrl.ssm.scan import reset_scan_planes
 from ssmrl.ssm.stack import StackedCore

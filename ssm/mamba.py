@@ -30,6 +30,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from ssmrl.ssm.causal_conv import CausalConv, symmetric_uniform
 from ssmrl.ssm.scan import reset_scan
 from ssmrl.ssm.stack import StackedCore

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from ssmrl.ssm.core import RecurrentCore, check_carry_batch, check_sequence
 
 

@@ -40,6 +40,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from ssmrl.ssm.hippo import hippo_legs_nplr, hippo_normal_eig
 from ssmrl.ssm.siso import SISOSSM, SISOCore, as_complex, causal_conv, check_state_size, output
 

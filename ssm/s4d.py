@@ -26,6 +26,7 @@ import chex
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+
 from ssmrl.ssm.s4 import s4_nplr_init
 from ssmrl.ssm.s5 import DISCRETIZATIONS, choice, discretize
 from ssmrl.ssm.scan import METHODS, reset_scan

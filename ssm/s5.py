@@ -23,6 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from ssmrl.ssm.hippo import hippo_normal_eig
 from ssmrl.ssm.scan import reset_scan_planes
 from ssmrl.ssm.stack import StackedCore

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+
 from ssmrl.ssm.kernels import (
     SUPPORTED_DTYPES,
     from_planes,

@@ -21,6 +21,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from ssmrl.ssm.s5 import S5Block, choice
 from ssmrl.ssm.stack import StackedCore
 

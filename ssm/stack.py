@@ -12,6 +12,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from ssmrl.ssm.core import RecurrentCore, check_carry_batch, check_sequence
 
 

@@ -31,6 +31,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import optax
+
 from ssmrl.rl.heads import CategoricalHead
 from ssmrl.rl.networks import dense
 from ssmrl.rl.returns import gae

@@ -38,6 +38,7 @@ from typing import Any
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from ssmrl.worldmodels.s4wm import make_backbone
 from ssmrl.worldmodels.twohot import twohot_bins, twohot_loss
 

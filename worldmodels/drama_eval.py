@@ -24,6 +24,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from ssmrl.rl.evaluation import EvalArgumentParser, of_seed, positive_count
 from ssmrl.worldmodels.drama import DramaWorldModel
 from ssmrl.worldmodels.imagination import imagine, observe_context

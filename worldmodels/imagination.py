@@ -13,6 +13,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+
 from ssmrl.worldmodels.drama import DramaWorldModel
 from ssmrl.worldmodels.twohot import twohot_mean
 

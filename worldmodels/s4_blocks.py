@@ -15,6 +15,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import flax.linen as nn
+
 from ssmrl.ssm.s4 import S4Core
 
 

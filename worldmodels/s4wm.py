@@ -35,6 +35,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from ssmrl.ssm.registry import CORES, build_named
 from ssmrl.worldmodels.s4_blocks import S4WMCore
 from ssmrl.worldmodels.transformer import CausalTransformerCore

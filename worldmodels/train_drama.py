@@ -35,6 +35,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import optax
+
 import ssmrl.envs as envs
 from ssmrl.envs.wrappers import LogWrapper, VecEnv
 from ssmrl.rl.algorithm import Algorithm

@@ -27,6 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
+
 import ssmrl.envs as envs
 from ssmrl.rl.algorithm import Algorithm
 from ssmrl.worldmodels.data import collect, model_inputs

@@ -22,6 +22,7 @@ import chex
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+
 from ssmrl.ssm.core import RecurrentCore, check_carry_batch, check_sequence
 
 

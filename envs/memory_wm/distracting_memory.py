@@ -19,6 +19,7 @@ from __future__ import annotations
 import chex
 import jax
 import jax.numpy as jnp
+
 from ssmrl.envs.memory_wm.grid import (
     AGENT,
     FLOOR,

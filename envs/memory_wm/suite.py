@@ -12,6 +12,7 @@ from collections.abc import Callable
 from functools import partial
 
 from gymnax.environments import environment
+
 from ssmrl.envs.memory_wm.distracting_memory import DistractingMemory
 from ssmrl.envs.memory_wm.multi_doors_keys import MultiDoorsKeys
 from ssmrl.envs.memory_wm.rooms import ROOMS_SUITES, Rooms

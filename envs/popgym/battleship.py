@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 import numpy as np
+
 from ssmrl.envs.popgym.cards import GameParams, PopGymGame, check_int, difficulty_registry
 
 

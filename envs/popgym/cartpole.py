@@ -9,6 +9,7 @@ import chex
 import jax
 import jax.numpy as jnp
 from gymnax.environments import environment, spaces
+
 from ssmrl.envs.popgym.cards import check_int, difficulty_registry
 
 

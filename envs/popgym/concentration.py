@@ -5,6 +5,7 @@ import math
 import chex
 import jax
 import jax.numpy as jnp
+
 from ssmrl.envs.popgym.cards import (
     FEATURE_SIZES,
     GameParams,

@@ -3,6 +3,7 @@
 import chex
 import jax
 import jax.numpy as jnp
+
 from ssmrl.envs.popgym.cards import (
     FEATURE_SIZES,
     GameParams,

@@ -3,6 +3,7 @@
 import chex
 import jax
 import jax.numpy as jnp
+
 from ssmrl.envs.popgym.cards import GameParams, PopGymGame, deck_counts, difficulty_registry, draw, one_hot
 
 

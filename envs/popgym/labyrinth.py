@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import environment, spaces
+
 from ssmrl.envs.popgym.cards import check_int, difficulty_registry
 
 FREE, OBSTACLE, START, GOAL = 0, 1, 2, 3

@@ -4,6 +4,7 @@ import chex
 import jax
 import jax.numpy as jnp
 from gymnax.environments import environment, spaces
+
 from ssmrl.envs.popgym.cards import check_int, difficulty_registry
 from ssmrl.envs.popgym.cartpole import NOISY_LEVELS, check_noise_sigma, noisy_observation
 

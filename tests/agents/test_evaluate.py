@@ -9,6 +9,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
+
 from ssmrl.agents.env_stack import EnvConfig
 from ssmrl.agents.evaluate import (
     SPLITS,
@@ -19,7 +20,6 @@ from ssmrl.agents.evaluate import (
     render_episode,
 )
 from ssmrl.agents.ppo import PPOConfig, make_ppo
-
 from ssmrl.checkpoint import Checkpointer
 from ssmrl.cli import main, resolve_config
 from ssmrl.config import save_yaml

@@ -8,9 +8,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import ssmrl.envs as envs
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import ssmrl.envs as envs
 from ssmrl.agents.env_stack import EnvConfig, MetaConfig
 from ssmrl.agents.evaluate import evaluate_policy
 from ssmrl.agents.mappo import IPPOConfig, MAPPOConfig, make_train

@@ -13,11 +13,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ssmrl.agents import offline_data as od
 from ssmrl.agents import offline_train as ot
 from ssmrl.agents.decision_mamba import pser_beta, pser_target
 from ssmrl.agents.decision_transformer import deinterleave, interleave, triplet_starts
-
 from tests.scripts import load_script
 
 K, B, S, A = 4, 3, 3, 1  # S, A: gymnax Pendulum-v1, the tiny dataset's env (brax compiles slowly: slow test)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from ssmrl.agents.env_stack import EnvConfig, MetaConfig
 from ssmrl.agents.ppo import PPOConfig, make_ppo, make_train
 from ssmrl.rl.returns import gae

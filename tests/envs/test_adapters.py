@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 import ssmrl.envs as envs
 from ssmrl.envs.brax_adapter import BraxAdapter, BraxParams
 from ssmrl.envs.jaxmarl_adapter import MultiAgentAdapter, MultiAgentParams

@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import ssmrl.envs as envs
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import ssmrl.envs as envs
 from ssmrl.envs.memory_wm import DistractingMemory, MultiDoorsKeys, Rooms
 from ssmrl.envs.memory_wm.grid import MOVES, PALETTE
 from ssmrl.envs.memory_wm.suite import MEMORY_WM_ENVS

@@ -4,9 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import ssmrl.envs as envs
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import ssmrl.envs as envs
 from ssmrl.envs.meta import MetaRL
 from ssmrl.envs.wrappers import LogWrapper, PrevActionReward, VecEnv
 

@@ -16,6 +16,7 @@ import pytest
 from gymnasium.envs.classic_control import CartPoleEnv, PendulumEnv
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ssmrl.envs.popgym import cartpole, labyrinth, pendulum
 from ssmrl.envs.popgym.labyrinth import FREE, GOAL, MOVES, NO_ACTION, OBSTACLE, START, generate_maze
 

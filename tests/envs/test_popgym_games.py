@@ -17,6 +17,7 @@ import pytest
 from gymnax.environments import spaces
 from hypothesis import given
 from hypothesis import strategies as st
+
 from ssmrl.envs.popgym import (
     autoencode,
     battleship,

@@ -11,8 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-import ssmrl.envs as envs
 from gymnax.environments import spaces
+
+import ssmrl.envs as envs
 from ssmrl.envs.gymnax_adapter import gymnax_names
 from ssmrl.envs.jaxmarl_adapter import MultiAgentAdapter
 from ssmrl.envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS

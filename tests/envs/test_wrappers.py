@@ -6,9 +6,10 @@ Each wrapper stack is compiled once (module-level rollouts taking the key as the
 import jax
 import numpy as np
 import pytest
-import ssmrl.envs as envs
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+import ssmrl.envs as envs
 from ssmrl.envs.wrappers import (
     FlattenObservation,
     LogWrapper,

@@ -5,6 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
+
 from ssmrl.ssm.initializers import householder_q, orthogonal
 
 

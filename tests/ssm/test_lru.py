@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ssmrl.ssm import make_core
 from ssmrl.ssm.lru import LRUCore, LRULayer, lru_eigenvalues, ring_nu_log, ring_theta_log
-
 from tests.ssm import core_checks
 
 CORE = core_checks.JittedCore(make_core("lru", d_model=8, n_layers=2, state_size=6, r_min=0.5, r_max=0.99))

@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ssmrl.ssm import make_core
 from ssmrl.ssm.causal_conv import CausalConv
 from ssmrl.ssm.mamba import MambaLayer, dt_bias_init
 from ssmrl.ssm.mamba2 import Mamba2Layer, segment_sums, ssd_chunked, ssd_recurrent
-
 from tests.ssm import core_checks
 
 CORES = {

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from ssmrl.ssm import S4DSSM, S4SSM, S4Core, S4DCore, make_core
 from ssmrl.ssm.hippo import hippo_legs
 from ssmrl.ssm.s4 import discretize_dplr, dplr_convolution, dplr_recurrence, s4_nplr_init
 from ssmrl.ssm.s4d import S4D_INITS, diagonal_convolution, diagonal_recurrence
 from ssmrl.ssm.siso import conv_or_recurrence
-
 from tests.ssm import core_checks
 
 H, N = 4, 16

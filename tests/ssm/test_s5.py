@@ -4,10 +4,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+
 from ssmrl.ssm import GRUCore, LSTMCore, S5Core, make_core
 from ssmrl.ssm.hippo import hippo_legs, hippo_legs_nplr, hippo_normal_eig
 from ssmrl.ssm.s5 import S5SSM, discretize, s5_eigenbasis
-
 from tests.ssm.core_checks import JittedCore, assert_carry_stable, assert_modes_agree, assert_reset_isolation
 
 SMALL_S5 = dict(d_model=8, n_layers=2, state_size=8)

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ssmrl.ssm.scan import METHODS, from_planes, reset_scan, reset_scan_planes, to_planes
 
 PARALLEL = [m for m in METHODS if m not in ("sequential", "auto")] + ["auto"]

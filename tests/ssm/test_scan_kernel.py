@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
 from ssmrl.ssm.kernels import kernel_compiles, on_gpu, pallas_reset_scan
 from ssmrl.ssm.scan import auto_method, reset_scan, xla_method
-
 from tests.scripts import load_script
 
 check = load_script("check_scan_kernel")

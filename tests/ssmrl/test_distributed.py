@@ -18,10 +18,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from jax.sharding import AbstractMesh, PartitionSpec
+
 from ssmrl.agents.env_stack import EnvConfig
 from ssmrl.agents.mappo import MAPPOConfig
 from ssmrl.agents.ppo import PPOConfig, make_ppo
-
 from ssmrl.distributed import initialize_from_env
 from ssmrl.runner import RunSettings, abstract_state
 from ssmrl.sharding import check_divisible, make_mesh, state_shardings

@@ -7,10 +7,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from ssmrl.rl.algorithm import Algorithm
 
 from ssmrl.checkpoint import Checkpointer
 from ssmrl.cli import main, resolve_config
+from ssmrl.rl.algorithm import Algorithm
 from ssmrl.runner import RunSettings, TrainingDiverged, run
 
 TINY = """

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from ssmrl.worldmodels.actor_critic import BehaviourConfig, lambda_returns
 from ssmrl.worldmodels.drama import ConvDecoder, ConvEncoder, DramaWorldModel
 from ssmrl.worldmodels.imagination import imagine, start_state

@@ -7,9 +7,9 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+
 from ssmrl.worldmodels.s4wm import S4WM, LossWeights, elbo_loss, imagine, make_backbone
 from ssmrl.worldmodels.transformer import CausalTransformerCore
-
 from tests.scripts import load_script
 
 T, B, SIZE, A = 6, 2, 8, 4

@@ -8,9 +8,9 @@ import jax
 import numpy as np
 import pytest
 from PIL import Image
-from ssmrl.worldmodels.train_drama import DramaConfig, EnvConfig, ReplayConfig, build, check_config
 
 from ssmrl.cli import main, resolve_config, train
+from ssmrl.worldmodels.train_drama import DramaConfig, EnvConfig, ReplayConfig, build, check_config
 from tests.worldmodels.test_drama import quick_compile  # noqa: F401  (autouse: XLA optimisations off here too)
 
 CONFIGS = sorted(Path(__file__).parents[2].glob("configs/drama_*.yaml"))
