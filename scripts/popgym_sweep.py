@@ -8,14 +8,17 @@
 The base config (`--config`, default configs/ppo_popgym.yaml: popjaxrl's PPO settings) is overridden per run by
 the env name and by the core preset below (width 256, as popjaxrl's S5 with 4 layers and state 256). POPGym
 returns are normalised by the envs themselves to [-1, 1] (optimal 1), so they are reported as they are:
-`final` = mean over seeds of the mean episode return of the last 5% of updates, `max` = the best update once episodes
-have finished (POPGym's MMER). `SPS` = env steps per second of all seeds together, compile time excluded.
+`final` = mean over seeds of the mean episode return of the last 5% of updates; `mmer` = the paper's MMER: per seed,
+the maximum over updates (once that seed has finished an episode) of the mean episode return, then mean +- std over
+seeds; `max` = the best update of the seed-mean curve (`curve`, one value per update). `SPS` = env steps per second of
+all seeds together, compile time excluded. Each jsonl row also names its device, date, jax version and command.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import datetime
 import json
 import sys
 import time
@@ -56,14 +59,20 @@ def run_one(base, env_name: str, core: str, seeds: int, total_timesteps: int | N
     start = time.perf_counter()
     _, metrics = compiled(keys)
     returns = np.asarray(jax.device_get(metrics["episode_return"]))  # [seeds, updates]
-    started = np.cumsum(np.asarray(metrics["episodes"]).sum(0)) > 0  # updates after the first finished episode
+    seed_started = np.cumsum(np.asarray(metrics["episodes"]), axis=1) > 0  # [seeds, updates]: after a first episode
     run_s = time.perf_counter() - start
     tail = max(1, returns.shape[1] // 20)
-    final, best = returns[:, -tail:].mean(axis=1), returns.mean(0)[started].max()
+    final, curve = returns[:, -tail:].mean(axis=1), returns.mean(0)
+    mmer = np.array([r[s].max() if s.any() else np.nan for r, s in zip(returns, seed_started, strict=True)])
     return {
-        "env": env_name, "core": core, "seeds": seeds, "env_steps": config.num_updates * config.steps_per_update,
-        "final_mean": float(final.mean()), "final_std": float(final.std()), "max": float(best),
+        "env": env_name, "core": core, "seeds": seeds, "seed_ids": list(range(seeds)),  # split(PRNGKey(0), seeds)[i]
+        "env_steps": config.num_updates * config.steps_per_update,
+        "final_mean": float(final.mean()), "final_std": float(final.std()), "mmer_mean": float(mmer.mean()),
+        "mmer_std": float(mmer.std()), "mmer_seeds": [round(float(m), 4) for m in mmer],
+        "max": float(curve[seed_started.any(0)].max()) if seed_started.any() else float("nan"),
         "sps": seeds * config.num_updates * config.steps_per_update / run_s, "run_s": run_s, "compile_s": compile_s,
+        "device": jax.devices()[0].device_kind, "date": datetime.date.today().isoformat(), "jax": jax.__version__,
+        "command": " ".join(["python", *sys.argv]), "curve": [round(float(c), 3) for c in curve],
     }
 
 
@@ -108,7 +117,7 @@ def main() -> None:
     _, base, _ = resolve_config(args.config, args.overrides)
     began = time.perf_counter()
     print(f"# POPGym PPO sweep, {jax.devices()[0].device_kind}, {args.seeds} seeds", flush=True)
-    print("| env | core | env steps/seed | final return | max | SPS | run s | compile s |", flush=True)
+    print("| env | core | env steps/seed | final return | MMER | SPS | run s | compile s |", flush=True)
     print("|---|---|---:|---:|---:|---:|---:|---:|", flush=True)
     for family in args.envs:
         for difficulty in args.difficulties:
@@ -118,8 +127,8 @@ def main() -> None:
                     return
                 row = run_one(base, f"{family}-{difficulty}", core, args.seeds, args.total_timesteps)
                 print(f"| {row['env']} | {core} | {row['env_steps']:,} | {row['final_mean']:.3f} +- "
-                      f"{row['final_std']:.3f} | {row['max']:.3f} | {row['sps']:,.0f} | {row['run_s']:.1f} | "
-                      f"{row['compile_s']:.1f} |", flush=True)
+                      f"{row['final_std']:.3f} | {row['mmer_mean']:.3f} +- {row['mmer_std']:.3f} | {row['sps']:,.0f} | "
+                      f"{row['run_s']:.1f} | {row['compile_s']:.1f} |", flush=True)
                 if args.jsonl:
                     Path(args.jsonl).parent.mkdir(parents=True, exist_ok=True)
                     with open(args.jsonl, "a") as f:
