@@ -125,6 +125,13 @@ def save_yaml(data_or_cfg: Any, path: str | os.PathLike) -> None:
     text = yaml.dump(config_to_dict(data_or_cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, text)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder and a rename: readers see the old file
+    or the new one, never a part."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:
