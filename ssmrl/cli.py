@@ -44,9 +44,6 @@ def resolve_config(path: str, overrides: list[str]) -> tuple[RunSettings, Any, d
     settings = parse_config(RunSettings, data)
     if not settings.out_dir:
         settings = dataclasses.replace(settings, out_dir=str(Path("runs") / Path(path).stem))
-    for name in ("num_seeds", "checkpoint_every", "keep_checkpoints"):
-        if getattr(settings, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(settings, name)}")
     config = parse_config(spec.load("config"), section, where=algo)
     resolved = {**config_to_dict(settings), algo: config_to_dict(config)}
     return settings, config, resolved
