@@ -113,10 +113,15 @@ def parse_yaml(text: str) -> Any:
 def load_yaml(path: str | os.PathLike) -> dict:
     """The mapping at the top of the YAML file `path` (an empty file gives `{}`)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"config file {str(path)!r} is a folder; give a YAML file (a run folder's is "
+                                f"{str(path / 'config.yaml')!r})")
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     try:
         data = parse_yaml(path.read_text())
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {str(path)!r} is not a text file: {err}") from None
     except yaml.YAMLError as err:
         raise ValueError(f"config file {str(path)!r} is not valid YAML: {err}") from err
     if data is None:

@@ -15,48 +15,22 @@ import os
 import shutil
 import socket
 import sys
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from ssmrl.rl.paths import reason, writable_folder
+
 LOCK_NAME = ".ssmrl.lock"
-RUN_MARKERS = ("config.yaml", "checkpoints", "metrics.csv", LOCK_NAME)
-"""Entries of which one marks a folder as written by `ssmrl train` (only such a folder is emptied by overwrite)."""
+RUN_MARKERS = ("checkpoints", "metrics.csv")
+"""With `config.yaml`, one of these marks a folder written by `ssmrl train` (only such a folder is emptied by
+overwrite)."""
 
 _held: dict[Path, list] = {}  # resolved folder -> [lock file descriptor, nesting depth]
 
 
 class RunFolderBusy(FileExistsError):
     """Another live process holds the run folder's lock."""
-
-
-def writable_folder(path: str | os.PathLike, what: str = "out_dir") -> Path:
-    """`path` as a folder that exists (created with its parents) and can be written; ValueError in one line."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise ValueError(f"{what} {str(path)!r} is a file, not a folder")
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ValueError(f"{what} {str(path)!r} cannot be created: {_reason(err)}") from None
-    try:
-        with tempfile.TemporaryFile(dir=path):
-            pass
-    except OSError as err:
-        raise ValueError(f"{what} {str(path)!r} is not writable: {_reason(err)}") from None
-    return path
-
-
-def writable_file(path: str | os.PathLike, what: str) -> Path:
-    """`path` as a file that can be written (its folder is created); ValueError in one line."""
-    path = Path(path)
-    if path.is_dir():
-        raise ValueError(f"{what} {str(path)!r} is a folder; give a file name")
-    writable_folder(path.parent, f"the folder of {what}")
-    if path.exists() and not os.access(path, os.W_OK):
-        raise ValueError(f"{what} {str(path)!r} is not writable: permission denied")
-    return path
 
 
 @contextlib.contextmanager
@@ -76,7 +50,7 @@ def run_folder_lock(out_dir: str | os.PathLike) -> Iterator[Path]:
     try:
         fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as err:
-        raise ValueError(f"out_dir {str(path)!r}: cannot create its lock file: {_reason(err)}") from None
+        raise ValueError(f"out_dir {str(path)!r}: cannot create its lock file: {reason(err)}") from None
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -120,9 +94,9 @@ def claim_run_folder(path: str | os.PathLike, resume: bool, overwrite: bool) -> 
     if not overwrite:
         raise FileExistsError(f"out_dir {str(path)!r} is not empty (it holds {listing}); pass resume=true to continue "
                               "the run there or overwrite=true to replace it, or choose another out_dir")
-    if not any((path / marker).exists() for marker in RUN_MARKERS):
-        raise FileExistsError(f"overwrite=true only empties a folder written by `ssmrl train` (it holds "
-                              f"{' or '.join(RUN_MARKERS[:3])}); {str(path)!r} holds {listing}: choose another out_dir")
+    if not ((path / "config.yaml").is_file() and any((path / marker).exists() for marker in RUN_MARKERS)):
+        raise FileExistsError(f"overwrite=true only empties a folder written by `ssmrl train` (config.yaml with "
+                              f"{' or '.join(RUN_MARKERS)}); {str(path)!r} holds {listing}: choose another out_dir")
     for name in entries:
         entry = path / name
         if entry.is_dir() and not entry.is_symlink():
@@ -172,9 +146,3 @@ def _start_ticks(pid: int) -> int | None:
         return int(Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19])
     except (OSError, ValueError, IndexError):
         return None
-
-
-def _reason(err: BaseException) -> str:
-    if isinstance(err, OSError) and err.strerror:
-        return err.strerror.lower()
-    return str(err)
