@@ -138,7 +138,7 @@ def test_bad_options_exit_2_with_a_message(cartpole_run, capsys, options, messag
 
 def test_missing_run_dir_or_checkpoint_or_renderer_exit_2(tmp_path, capsys):
     assert main(["evaluate", str(tmp_path / "nowhere")]) == 2
-    assert "nowhere/config.yaml' does not exist" in capsys.readouterr().err
+    assert "nowhere' does not exist" in capsys.readouterr().err
     (tmp_path / "config.yaml").write_text("algo: ppo\nppo: {env: {name: RepeatPrevious-Easy}}\n")
     assert main(["evaluate", str(tmp_path)]) == 2
     assert "no checkpoint in" in capsys.readouterr().err
