@@ -41,6 +41,7 @@ from ssmrl.envs.meta import SPLITS
 from ssmrl.envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
 from ssmrl.envs.wrappers import NormalizeObservation, NormalizeState, positive_int
 from ssmrl.rl.evaluation import EvalArgumentParser, of_seed, positive_count
+from ssmrl.rl.paths import writable_file
 
 DEFAULT_MAX_STEPS = 100_000
 GYMNAX_CLASSIC_CONTROL = ("Acrobot-v1", "CartPole-v1", "Pendulum-v1", "MountainCar-v0", "MountainCarContinuous-v0")
@@ -267,6 +268,11 @@ def render_episode(
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    return make_parser().parse_args(argv)
+
+
+def make_parser() -> EvalArgumentParser:
+    """The options of `ssmrl evaluate RUN_DIR` for this algo."""
     parser = EvalArgumentParser(prog="ssmrl evaluate RUN_DIR", description="Evaluate a PPO run's checkpoint.")
     parser.add_argument("--episodes", type=positive_count, default=100, metavar="N",
                         help="parallel envs, the first episode of each counts (default: 100)")
@@ -282,7 +288,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--render-frames", type=positive_count, default=1000, metavar="N",
                         help="draw at most N steps (default: 1000)")
     parser.add_argument("--out", type=Path, metavar="FILE", help="JSON results (default: RUN_DIR/eval.json)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def summarize(returns: np.ndarray) -> tuple[float, float]:
@@ -304,8 +310,10 @@ def evaluate_run(run, argv: list[str]) -> dict[str, Any]:
         raise ValueError(
             f"--seed-index {args.seed_index} is out of range: the run has seeds 0..{settings.num_seeds - 1}"
         )
+    out = writable_file(args.out or run_dir / "eval.json", "--out" if args.out else "the results file (--out)")
     if args.render:
         render_kind(config)  # fail before the restore and the evaluation
+        writable_file(run_dir / "episode.gif", "the episode GIF")
     state, step = run.restore(args.checkpoint)
     seed_indices = [args.seed_index] if args.seed_index is not None else list(range(settings.num_seeds))
 
@@ -344,8 +352,6 @@ def evaluate_run(run, argv: list[str]) -> dict[str, Any]:
                                 obs_norm(i), args.render_frames)
         print(f"  wrote {render['path']}: env 0 of seed {i}, {render['frames']} frames, return {render['return']:.4f}")
         results["render"] = render
-    out = args.out or run_dir / "eval.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(results, indent=2))
     print(f"  wrote {out}")
     return results

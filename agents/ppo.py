@@ -120,6 +120,11 @@ def episode_metrics(env) -> list[str]:
 
 def check_config(config: PPOConfig) -> None:
     """ValueError for settings PPO cannot run with, naming the values."""
+    sizes = {"env.num_envs": config.env.num_envs, "num_steps": config.num_steps, "update_epochs": config.update_epochs,
+             "num_minibatches": config.num_minibatches, "hidden": config.hidden}
+    for name, value in sizes.items():  # first: the checks below divide by them
+        if value < 1:
+            raise ValueError(f"{name} must be >= 1, got {value}")
     if config.num_updates < 1:
         raise ValueError(
             f"total_timesteps={config.total_timesteps} is less than one update of num_envs x num_steps = "
@@ -130,9 +135,6 @@ def check_config(config: PPOConfig) -> None:
             f"num_minibatches={config.num_minibatches} must divide env.num_envs={config.env.num_envs} "
             "(minibatches are whole env sequences)"
         )
-    for name in ("num_steps", "update_epochs", "num_minibatches", "hidden"):
-        if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be >= 1, got {getattr(config, name)}")
 
 
 def make_optimizer(config: PPOConfig) -> optax.GradientTransformation:

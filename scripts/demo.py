@@ -9,7 +9,6 @@ runs/demo/learning_curves.png with both curves.
 from __future__ import annotations
 
 import argparse
-import shutil
 import time
 from pathlib import Path
 
@@ -28,9 +27,8 @@ def main(argv=None):
     finals = {}
     for label, overrides in RUNS.items():
         run_dir = out / ("s5" if label == "PPO-S5" else "mlp")
-        shutil.rmtree(run_dir, ignore_errors=True)
         start = time.perf_counter()
-        _, metrics = train(CONFIG, [f"out_dir={run_dir}", "progress=true", *overrides])
+        _, metrics = train(CONFIG, [f"out_dir={run_dir}", "overwrite=true", "progress=true", *overrides])
         finals[label] = (float(metrics["episode_return"][-1].mean()), time.perf_counter() - start)
     plot_curves([out / "s5", out / "mlp"], out / "learning_curves.png", labels=list(RUNS),
                 title="POPGym RepeatPrevious-Easy (optimal 1.0, random -0.5)")

@@ -3,6 +3,9 @@
 YAML is read with YAML 1.2 scalars where YAML 1.1 (PyYAML's default) surprises: `3e-4` and `1e6` are floats
 (not strings) and only `true`/`false` are booleans (`yes`, `no`, `on`, `off` stay strings). Files written by
 `save_yaml` quote every string that a YAML 1.1 or 1.2 reader would take for something else.
+
+`parse_config` also checks every number against `VALUE_CHECKS`, a table by field name shared by all trainers (sizes
+>= 1, learning rates > 0, discounts in [0, 1], ...), and the entries of `core_kwargs` the same way.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import math
 import os
 import re
 import tempfile
@@ -47,6 +51,60 @@ class _Dumper(yaml.SafeDumper):
 _Dumper.add_implicit_resolver(_FLOAT_TAG, _EXP_FLOAT, list("-+0123456789"))
 
 
+@dataclasses.dataclass(frozen=True)
+class Bounds:
+    """The accepted values of a number: from `low` to `high`, each end included unless open; always finite."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def accepts(self, value: float) -> bool:
+        if not math.isfinite(value) or (self.integer and value != int(value)):
+            return False
+        above = value > self.low if self.low_open else value >= self.low
+        below = value < self.high if self.high_open else value <= self.high
+        return above and below
+
+    def describe(self) -> str:
+        kind = "an integer" if self.integer else "a finite number"
+        if math.isinf(self.high):
+            return f"{kind} {'>' if self.low_open else '>='} {self.low:g}"
+        return f"{kind} in {'(' if self.low_open else '['}{self.low:g}, {self.high:g}{')' if self.high_open else ']'}"
+
+
+COUNT = Bounds(1, integer=True)
+POSITIVE = Bounds(0, low_open=True)
+NON_NEGATIVE = Bounds(0)
+UNIT = Bounds(0, 1)
+NATURAL = Bounds(0, integer=True)
+VALUE_CHECKS: dict[str, Bounds] = {
+    **dict.fromkeys((
+        "num_seeds", "checkpoint_every", "keep_checkpoints", "num_envs", "num_steps", "num_minibatches",
+        "update_epochs",
+        "total_timesteps", "hidden", "obs_dim", "action_dim", "episodes_per_trial", "num_train_tasks", "num_test_tasks",
+        "batch_size", "context", "d_model", "n_heads", "n_layers", "mlp_ratio", "num_updates", "steps_per_iter",
+        "max_ep_len", "num_episodes", "episodes", "units", "latent_dim", "image_size", "cnn_depth",
+        "cnn_kernel", "head_units", "mlp_units", "actor_units", "critic_units", "num_bins", "num_classes",
+        "num_latents", "imagine_batch", "imagine_horizon", "capacity", "total_steps", "env_steps_per_update",
+        "train_every", "train_steps", "mesh",
+        # widths of the cores (`core_kwargs`)
+        "features", "state_size", "blocks", "d_state", "d_conv", "expand", "head_dim", "n_groups", "chunk_size",
+        "dt_rank",
+    ), COUNT),
+    **dict.fromkeys(("num_devices", "max_steps", "warmup_steps", "behaviour_warmup", "wm_warmup"), NATURAL),
+    **dict.fromkeys(("lr", "learning_rate", "adam_eps", "max_grad_norm", "grad_clip", "dt_min", "dt_max"), POSITIVE),
+    **dict.fromkeys(("gamma", "gae_lambda", "lam", "unimix", "kl_balance", "return_decay", "slow_critic_decay"), UNIT),
+    **dict.fromkeys(("clip_eps", "vf_coef", "ent_coef", "entropy_coef", "weight_decay"), NON_NEGATIVE),
+    **dict.fromkeys(("dropout", "embed_dropout"), Bounds(0, 1, high_open=True)),
+}
+"""Accepted values by field name, in every config section (and in `core_kwargs`); a tuple's items are checked."""
+CHECKED_MAPPINGS = ("core_kwargs",)
+"""dict fields whose entries `VALUE_CHECKS` covers too (an integral float there becomes an int)."""
+
+
 def parse_yaml(text: str) -> Any:
     """One YAML document -> Python objects (YAML 1.2 booleans and exponent floats)."""
     return yaml.load(text, Loader=_Loader)
@@ -55,10 +113,15 @@ def parse_yaml(text: str) -> Any:
 def load_yaml(path: str | os.PathLike) -> dict:
     """The mapping at the top of the YAML file `path` (an empty file gives `{}`)."""
     path = Path(path)
+    if path.is_dir():
+        raise IsADirectoryError(f"config file {str(path)!r} is a folder; give a YAML file (a run folder's is "
+                                f"{str(path / 'config.yaml')!r})")
     if not path.is_file():
         raise FileNotFoundError(f"config file {str(path)!r} does not exist")
     try:
         data = parse_yaml(path.read_text())
+    except UnicodeDecodeError as err:
+        raise ValueError(f"config file {str(path)!r} is not a text file: {err}") from None
     except yaml.YAMLError as err:
         raise ValueError(f"config file {str(path)!r} is not valid YAML: {err}") from err
     if data is None:
@@ -104,7 +167,43 @@ def parse_config(cls: type, data: Mapping, where: str = "config") -> Any:
     """
     if not (isinstance(cls, type) and dataclasses.is_dataclass(cls)):
         raise TypeError(f"parse_config needs a dataclass type, got {cls!r}")
-    return _parse_dataclass(cls, data, "" if where == "config" else where)
+    config = _parse_dataclass(cls, data, "" if where == "config" else where)
+    check_values(config, where)
+    return config
+
+
+def check_values(config: Any, where: str = "config") -> None:
+    """ValueError naming the first value of the dataclass `config` (recursively) outside `VALUE_CHECKS`: the key
+    path, the value and what is accepted. `where` as in `parse_config`."""
+    _check_node(config, "" if where == "config" else where)
+
+
+def _check_node(node: Any, path: str) -> None:
+    for field in dataclasses.fields(node):
+        if not field.init:
+            continue
+        value, key = getattr(node, field.name), _key(path, field.name)
+        if dataclasses.is_dataclass(value):
+            _check_node(value, key)
+        elif field.name in CHECKED_MAPPINGS and isinstance(value, dict):
+            for name, entry in value.items():
+                value[name] = _check_number(name, entry, _key(key, name), entry_of_mapping=True)
+        else:
+            items = enumerate(value) if isinstance(value, tuple) else [(None, value)]
+            for i, item in items:
+                _check_number(field.name, item, key if i is None else f"{key}[{i}]")
+
+
+def _check_number(name: str, value: Any, path: str, entry_of_mapping: bool = False) -> Any:
+    """`value` if `VALUE_CHECKS[name]` accepts it (None and non-numbers pass: their types are checked elsewhere)."""
+    bounds = VALUE_CHECKS.get(name)
+    if bounds is None or value is None or isinstance(value, bool) or not isinstance(value, int | float):
+        if bounds is not None and entry_of_mapping and value is not None:
+            raise ValueError(f"{path} must be {bounds.describe()}, got {value!r}")
+        return value
+    if not bounds.accepts(value):
+        raise ValueError(f"{path} must be {bounds.describe()}, got {value!r}")
+    return int(value) if bounds.integer else value
 
 
 def config_to_dict(cfg: Any) -> Any:
@@ -125,6 +224,13 @@ def save_yaml(data_or_cfg: Any, path: str | os.PathLike) -> None:
     text = yaml.dump(config_to_dict(data_or_cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, text)
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write `text` to `path` through a temporary file in the same folder and a rename: readers see the old file
+    or the new one, never a part."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w") as f:

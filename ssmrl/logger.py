@@ -15,6 +15,7 @@ Files in `out_dir`:
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import json
 import math
@@ -110,15 +111,23 @@ class MetricsLogger:
             self._progress.show(update, steps, sps, means.get("episode_return"))
 
     def close(self) -> None:
-        """Finish the progress line, close the files, write `metrics.json` and `learning_curve.png`."""
+        """Finish the progress line, close the files, write `metrics.json` and `learning_curve.png`; every step is
+        tried, then the first error is raised."""
         if self._closed:
             return
         self._closed = True
-        if self._progress is not None:
-            self._progress.close()
-        self._file.close()
-        if self._tb is not None:
-            self._tb.close()
+        errors = []
+        for step in (self._progress and self._progress.close, self._file.close, self._tb and self._tb.close,
+                     self._write_summaries):
+            try:
+                if step:
+                    step()
+            except Exception as err:
+                errors.append(err)
+        if errors:
+            raise errors[0]
+
+    def _write_summaries(self) -> None:
         table = read_metrics(self.csv_path)
         _write_json(table, self.out_dir / "metrics.json")
         panels = [(m, [(None, table)]) for m in self.plot_metrics if m in table]
@@ -128,8 +137,12 @@ class MetricsLogger:
     def __enter__(self) -> MetricsLogger:
         return self
 
-    def __exit__(self, *exc_info) -> None:
-        self.close()
+    def __exit__(self, exc_type, *exc_info) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            with contextlib.suppress(Exception):  # never hide the error in flight behind a cleanup error
+                self.close()
 
     def _check(self, name: str, value) -> np.ndarray:
         value = np.asarray(value, dtype=np.float64)

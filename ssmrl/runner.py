@@ -4,7 +4,11 @@ The states of all seeds are stacked (`jax.vmap(init)`), `update` is vmapped over
 `checkpoint_every` updates inside one `jit`; each update streams its metrics `[num_seeds]` to the host from
 inside the compiled program (`io_callback`) for tensorboard, CSV and the progress bar. Between intervals the
 stacked state is checkpointed, so `resume` restarts from the last interval and reproduces the metrics of an
-uninterrupted run bit for bit.
+uninterrupted run bit for bit (from the newest intact checkpoint: damaged newer ones are reported and set aside).
+
+The run holds its folder's lock (`ssmrl.folder`) and refuses a non-empty folder unless `resume` or `overwrite`.
+The first Ctrl-C stops training after the update in flight (the last checkpoint is kept; `Interrupted`), a second
+one at once.
 
 The state lives on a ("seed", "data") device mesh (`ssmrl.sharding`; `num_devices`, `mesh` settings): seeds over
 "seed", envs over "data", parameters replicated; XLA inserts the gradient all-reduces. In a multi-process run
@@ -16,6 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +37,7 @@ from jax.sharding import Mesh
 from ssmrl.checkpoint import Checkpointer
 from ssmrl.config import save_yaml
 from ssmrl.distributed import is_primary
+from ssmrl.folder import claim_run_folder, run_folder_lock
 from ssmrl.logger import MetricsLogger
 from ssmrl.rl.algorithm import Algorithm
 from ssmrl.sharding import algorithm_mesh, make_mesh, replicated, state_shardings, with_shardings
@@ -35,6 +45,14 @@ from ssmrl.sharding import algorithm_mesh, make_mesh, replicated, state_sharding
 
 class TrainingDiverged(RuntimeError):
     """A metric became NaN or infinite; the last good checkpoint is kept on disk."""
+
+
+class Interrupted(KeyboardInterrupt):
+    """Training was stopped by Ctrl-C (SIGINT); the last checkpoint is kept on disk. `str()` says where."""
+
+
+class _StopRequested(Exception):
+    """Raised inside the metrics callback to end the compiled interval after the update in flight."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,14 +68,15 @@ class RunSettings:
     checkpoint_every: int = 50
     keep_checkpoints: int = 3
     resume: bool = False
+    overwrite: bool = False
     tensorboard: bool = True
     progress: bool = True
     num_devices: int = 0
     mesh: tuple[int, ...] = ()
 
 
-HOUSEKEEPING = ("out_dir", "resume", "checkpoint_every", "keep_checkpoints", "tensorboard", "progress", "num_devices",
-                "mesh")
+HOUSEKEEPING = ("out_dir", "resume", "overwrite", "checkpoint_every", "keep_checkpoints", "tensorboard", "progress",
+                "num_devices", "mesh")
 """Run settings that do not change what is trained (a resumed run may change them; results on another device
 count agree up to float rounding)."""
 
@@ -102,21 +121,33 @@ class RunFolder:
     algorithm: Algorithm
 
     def restore(self, step: int | None = None) -> tuple[Any, int]:
-        """(stacked state `[num_seeds, ...]`, its step) of checkpoint `step` (None: the latest)."""
+        """(stacked state `[num_seeds, ...]`, its step) of checkpoint `step` (None: the newest intact one; damaged
+        newer ones are reported on stderr)."""
         checkpoint_dir = self.path / "checkpoints"
         if not checkpoint_dir.is_dir():
             raise FileNotFoundError(f"no checkpoint in {str(self.path)!r}: {str(checkpoint_dir)!r} does not exist")
         with Checkpointer(checkpoint_dir) as checkpoints:
-            state = restore_state(checkpoints, step, self.algorithm, self.settings)
-            return state, step if step is not None else checkpoints.latest_step()
+            if step is not None:
+                return restore_state(checkpoints, step, self.algorithm, self.settings), step
+            target = with_shardings(*placement(self.algorithm, self.settings))
+            step, state, _ = checkpoints.restore_newest(target, report=note)
+            return state, step
 
 
-def make_interval(algorithm: Algorithm, logger: MetricsLogger | None, shardings, mesh: Mesh):
+def note(message: str) -> None:
+    """One line for the user on stderr."""
+    print(f"ssmrl: {message}", file=sys.stderr)
+
+
+def make_interval(algorithm: Algorithm, logger: MetricsLogger | None, shardings, mesh: Mesh,
+                  stop: threading.Event | None = None):
     """jit((state, updates int32 [n]) -> (state, metrics [n, num_seeds])): n updates on `mesh`, streaming metrics
     to `logger` (None: not logged, e.g. on processes other than 0). The callback gets the whole metrics once per
-    update."""
+    update; once `stop` is set it raises, which ends the call after the update in flight."""
 
     def log(update, metrics):
+        if stop is not None and stop.is_set():
+            raise _StopRequested
         if logger is not None:
             logger.log(int(update), {name: np.asarray(value) for name, value in metrics.items()})
 
@@ -128,6 +159,36 @@ def make_interval(algorithm: Algorithm, logger: MetricsLogger | None, shardings,
 
     return jax.jit(lambda state, updates: jax.lax.scan(body, state, updates), donate_argnums=0,
                    in_shardings=(shardings, replicated(mesh)), out_shardings=(shardings, replicated(mesh)))
+
+
+@contextlib.contextmanager
+def stop_on_ctrl_c() -> Iterator[threading.Event]:
+    """An event the first Ctrl-C sets (with a note); a second Ctrl-C raises KeyboardInterrupt at once. Outside the
+    main thread nothing is installed and the event is never set."""
+    stop = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield stop
+        return
+
+    def handler(signum, frame):
+        if stop.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+        note("Ctrl-C: stopping after the current update (press it again to stop at once)")
+
+    class DropStop(logging.Filter):  # jax logs a failed callback with its traceback; ours is no failure
+        def filter(self, record):
+            return not (record.exc_info and isinstance(record.exc_info[1], _StopRequested))
+
+    quiet = DropStop()
+    jax_callback_log = logging.getLogger("jax._src.callback")
+    previous = signal.signal(signal.SIGINT, handler)
+    jax_callback_log.addFilter(quiet)
+    try:
+        yield stop
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        jax_callback_log.removeFilter(quiet)
 
 
 def check_finite(metrics: dict[str, np.ndarray], first_update: int, last_good: int | None) -> None:
@@ -156,51 +217,80 @@ def run(algorithm: Algorithm, settings: RunSettings, resolved: dict[str, Any], t
 
     `resolved` is the whole resolved config: written to `out_dir/config.yaml` and stored with every checkpoint;
     on resume it must match the stored one (apart from the HOUSEKEEPING keys). Returns (stacked final state,
-    metrics {name: [updates run now, num_seeds]}).
+    metrics {name: [updates run now, num_seeds]}). Raises `Interrupted` after a Ctrl-C, `TrainingDiverged` when a
+    metric is not finite; the folder's lock is released however it ends.
     """
+    with contextlib.ExitStack() as stack:
+        out_dir = Path(settings.out_dir)
+        if is_primary():  # the other processes of a multi-host run write no files of their own
+            stack.enter_context(run_folder_lock(out_dir))
+            claim_run_folder(out_dir, settings.resume, settings.overwrite)
+        return _run(algorithm, settings, resolved, title, out_dir, stack)
+
+
+def _run(algorithm: Algorithm, settings: RunSettings, resolved: dict[str, Any], title: str | None, out_dir: Path,
+         stack: contextlib.ExitStack):
     mesh = algorithm_mesh(algorithm, settings.num_devices, settings.mesh)
-    _, shardings = placement(algorithm, settings, mesh)
-    out_dir = Path(settings.out_dir)
-    checkpoints = Checkpointer(out_dir / "checkpoints", keep=settings.keep_checkpoints)
+    abstract, shardings = placement(algorithm, settings, mesh)
+    checkpoints = stack.enter_context(Checkpointer(out_dir / "checkpoints", keep=settings.keep_checkpoints))
     metadata = {"run": {key: value for key, value in resolved.items() if key not in HOUSEKEEPING}}
-    start = 0
+    start, state = 0, None
+    if settings.resume and checkpoints.all_steps():
+        start, state, _ = checkpoints.restore_newest(with_shardings(abstract, shardings), report=note,
+                                                     check=_same_run(metadata["run"], out_dir))
+        for step in checkpoints.all_steps():
+            if step > start:
+                note(f"moved damaged checkpoint {step} to {str(checkpoints.set_aside(step))!r}")
+        note(f"resuming from checkpoint {start}")
+    elif settings.resume:
+        note(f"resume=true but {str(out_dir)!r} holds no checkpoint: starting from update 0")
+    if is_primary():
+        save_yaml(resolved, out_dir / "config.yaml")
+    if state is None:
+        state = initial_state(algorithm, settings, mesh)
+    if start >= algorithm.num_updates:
+        return state, {}
+    history: list[dict[str, np.ndarray]] = []
+    logger = stack.enter_context(MetricsLogger(
+        out_dir, algorithm.num_updates, algorithm.steps_per_update, settings.num_seeds, start_update=start,
+        tensorboard=settings.tensorboard, progress=settings.progress, title=title,
+    )) if is_primary() else None
+    stop = stack.enter_context(stop_on_ctrl_c())
+    interval = make_interval(algorithm, logger, shardings, mesh, stop)
+    done = start
+    while done < algorithm.num_updates:
+        n = min(settings.checkpoint_every, algorithm.num_updates - done)
+        try:
+            state, metrics = interval(state, np.arange(done + 1, done + n + 1, dtype=np.int32))
+            metrics = jax.device_get(metrics)
+        except Exception:
+            if stop.is_set():
+                raise Interrupted(f"training stopped by Ctrl-C before update {done + n}; the last checkpoint is "
+                                  f"{_kept(checkpoints)}") from None
+            raise
+        check_finite(metrics, done + 1, checkpoints.latest_step())
+        history.append(metrics)
+        done += n
+        checkpoints.save(done, state, metadata={**metadata, "update": done})
+        if stop.is_set() and done < algorithm.num_updates:
+            raise Interrupted(f"training stopped by Ctrl-C after update {done}; the last checkpoint is update {done}")
+    return state, {name: np.concatenate([m[name] for m in history]) for name in history[0]}
+
+
+def _kept(checkpoints: Checkpointer) -> str:
     latest = checkpoints.latest_step()
-    if latest is not None and not settings.resume:
-        raise FileExistsError(
-            f"{out_dir} already holds checkpoints (latest: update {latest}); pass resume=true to continue that run "
-            "or choose another out_dir, so nothing written is overwritten"
-        )
-    if latest is not None:
-        saved = checkpoints.restore_metadata(latest)
-        changed = changed_keys(saved.get("run", {}), metadata["run"])
+    return "none (no update was checkpointed yet)" if latest is None else f"update {latest}"
+
+
+def _same_run(expected: dict, out_dir: Path) -> Callable[[dict], None]:
+    """A check of a checkpoint's metadata: ValueError naming the keys whose values differ from `expected`."""
+
+    def check(saved: dict) -> None:
+        changed = changed_keys(saved.get("run", {}), expected)
         if changed:
             raise ValueError(
                 f"resume=true but the config differs from the one of the run in {out_dir} at {changed}; resume "
                 "with the same config (its copy is out_dir/config.yaml)"
             )
-        start = latest
-    if is_primary():
-        save_yaml(resolved, out_dir / "config.yaml")
-    if start:
-        state = restore_state(checkpoints, start, algorithm, settings, mesh)
-    else:
-        state = initial_state(algorithm, settings, mesh)
-    if start >= algorithm.num_updates:
-        return state, {}
-    history: list[dict[str, np.ndarray]] = []
-    logging = MetricsLogger(
-        out_dir, algorithm.num_updates, algorithm.steps_per_update, settings.num_seeds, start_update=start,
-        tensorboard=settings.tensorboard, progress=settings.progress, title=title,
-    ) if is_primary() else contextlib.nullcontext()
-    with logging as logger:
-        interval = make_interval(algorithm, logger, shardings, mesh)
-        done = start
-        while done < algorithm.num_updates:
-            n = min(settings.checkpoint_every, algorithm.num_updates - done)
-            state, metrics = interval(state, np.arange(done + 1, done + n + 1, dtype=np.int32))
-            metrics = jax.device_get(metrics)
-            check_finite(metrics, done + 1, checkpoints.latest_step())
-            history.append(metrics)
-            done += n
-            checkpoints.save(done, state, metadata={**metadata, "update": done})
-    return state, {name: np.concatenate([m[name] for m in history]) for name in history[0]}
+
+    return check

@@ -26,6 +26,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssmrl.rl.evaluation import EvalArgumentParser, of_seed, positive_count
+from ssmrl.rl.paths import writable_file
 from ssmrl.worldmodels.drama import DramaWorldModel
 from ssmrl.worldmodels.imagination import imagine, observe_context
 from ssmrl.worldmodels.train_drama import DramaConfig, DramaState, Setup, act, build, make_env
@@ -157,6 +158,11 @@ def first_episode_returns(setup: Setup, config: DramaConfig, state: DramaState, 
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
+    return make_parser().parse_args(argv)
+
+
+def make_parser() -> EvalArgumentParser:
+    """The options of `ssmrl evaluate RUN_DIR` for this algo."""
     parser = EvalArgumentParser(prog="ssmrl evaluate RUN_DIR", description="Evaluate a Drama run's checkpoint.")
     parser.add_argument("--episodes", type=positive_count, default=32, metavar="N",
                         help="parallel envs, the first episode of each counts (default: 32)")
@@ -166,7 +172,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--max-steps", type=positive_count, default=100_000, metavar="N",
                         help="stop after N env steps; unfinished episodes are an error (default: 100000)")
     parser.add_argument("--render", action="store_true", help="also write RUN_DIR/imagination.gif (imagined vs real)")
-    return parser.parse_args(argv)
+    return parser
 
 
 def evaluate_run(run, argv: list[str]) -> dict[str, Any]:
@@ -174,6 +180,7 @@ def evaluate_run(run, argv: list[str]) -> dict[str, Any]:
     first-episode return per seed and over seeds; writes eval_returns.json."""
     args = parse_args(argv)
     run_dir, settings, config = run.path, run.settings, run.config
+    out = writable_file(run_dir / "eval_returns.json", "the results file")
     state, step = run.restore(args.checkpoint)
     setup = build(config)
     returns_of = jax.jit(
@@ -188,7 +195,7 @@ def evaluate_run(run, argv: list[str]) -> dict[str, Any]:
     print(f"  all seeds: return {returns.mean():.4f} +- {returns.std():.4f}")
     results = {"run_dir": str(run_dir), "env": config.env.name, "checkpoint": step, "greedy": args.greedy,
                "returns": returns.tolist(), "mean": float(returns.mean()), "std": float(returns.std())}
-    (run_dir / "eval_returns.json").write_text(json.dumps(results, indent=2))
+    out.write_text(json.dumps(results, indent=2))
     if args.render:
         finish(config, state, run_dir)
     return results

@@ -129,19 +129,20 @@ def test_save_yaml_replaces_atomically_and_writes_plain_yaml(tmp_path):
 
 _names = st.text(max_size=8)
 _floats = st.floats(allow_nan=False, width=64)
+_positive = st.floats(min_value=0, exclude_min=True, allow_infinity=False, width=64)  # lr, max_grad_norm (VALUE_CHECKS)
 _nets = st.builds(
     Net,
-    hidden=st.lists(st.integers(-(2**40), 2**40), max_size=3).map(tuple),
+    hidden=st.lists(st.integers(1, 2**40), max_size=3).map(tuple),
     activation=st.sampled_from(["tanh", "relu"]),
     scales=st.lists(_floats, max_size=3).map(tuple),
 )
 _trainers = st.builds(
     Trainer,
-    lr=_floats,
-    num_envs=st.integers(),
+    lr=_positive,
+    num_envs=st.integers(1),
     anneal=st.booleans(),
     env=_names,
-    max_grad_norm=st.none() | _floats,
+    max_grad_norm=st.none() | _positive,
     net=_nets,
     critic=st.none() | _nets,
     core=st.dictionaries(_names, st.none() | st.booleans() | st.integers() | _floats | _names, max_size=3),

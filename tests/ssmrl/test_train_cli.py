@@ -71,7 +71,7 @@ def test_overrides_route_to_the_trainer(config_path, tmp_path):
         ("lrr=0.1", "unknown key 'ppo.lrr'"),
         ("num_envs=4", "unknown key 'ppo.num_envs'"),
         ("algo=ppx", "unknown algo 'ppx'"),
-        ("num_seeds=0", "num_seeds must be >= 1"),
+        ("num_seeds=0", "num_seeds must be an integer >= 1"),
         ("ppo.env.name=NoSuchEnv", "unknown env 'NoSuchEnv'"),
         ("ppo.lr=fast", "ppo.lr must be a float"),
     ],
