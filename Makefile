@@ -19,7 +19,7 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check .
-	$(PY) -m pytest -m "not slow" -q --durations=15
+	$(PY) -m pytest -m "not slow" -q --durations=15 -n auto --maxprocesses=4 --dist loadscope
 
 bench: $(STAMP)
 	$(PY) scripts/bench_scan.py
