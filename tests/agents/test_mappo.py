@@ -120,19 +120,21 @@ def test_bad_config_errors(change, message):
 
 
 def test_mappo_s5_learns_simple_spread():
-    """MAPPO-S5 on MPE simple_spread: the random policy's episode return is about -28; after 200k env steps both
-    seeds are above -23 and at least 5 better than their first updates (measured: -20.4 and -20.6)."""
+    """MAPPO-S5 on MPE simple_spread, 100k env steps, 2 seeds: the random policy's episode return is about -28;
+    averaged over seeds, the last 3 updates are above -24 and at least 3 better than the first 2. A statistic over
+    seeds with a margin, since XLA's CPU code differs between processors. Observed: AMD EPYC (CI kind), jax
+    0.10.2: first -28.3 / -27.4, last -21.3 / -21.6."""
     config = MAPPOConfig(
         env=EnvConfig(name="jaxmarl/MPE_simple_spread_v3", num_envs=32), core="s5",
         core_kwargs={"d_model": 64, "state_size": 32, "n_layers": 1}, hidden=64, activation="tanh", num_steps=128,
         update_epochs=4, num_minibatches=4, lr=2e-3, gae_lambda=0.95, ent_coef=0.01, vf_coef=0.5,
-        total_timesteps=200_000,
+        total_timesteps=100_000,
     )
     _, metrics = jax.jit(jax.vmap(make_train(config)))(jax.random.split(jax.random.PRNGKey(0), 2))
     returns = np.asarray(metrics["episode_return"])
     first, last = returns[:, :2].mean(axis=1), returns[:, -3:].mean(axis=1)
-    assert (first < -25).all(), first
-    assert ((last > -23) & (last > first + 5)).all(), (first, last)
+    assert first.mean() < -25, first
+    assert last.mean() > -24 and (last - first).mean() > 3, (first, last)
 
 
 def test_evaluate_policy_runs_every_agent():
