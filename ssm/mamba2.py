@@ -80,7 +80,7 @@ def ssd_chunked(x, dt, a, b, c, resets, h0, chunk_size: int, method: str = "auto
                     for v in (log_a, xs, b))
     h0 = jnp.where(bad_h0[..., None, None], jnp.zeros((), h0.dtype), h0)
     since_reset = last_reset(resets, 1)[..., None]  # [T, *batch, 1]: last reset at or before t, -1 if none
-    poisoned = (last_reset(bad, 1) >= since_reset) | (bad_h0 & (since_reset < 0))  # [T, *batch, H]
+    poisoned = (last_reset(bad, 2) >= since_reset) | (bad_h0 & (since_reset < 0))  # [T, *batch, H] (-2: none)
 
     log_a = jnp.where(resets[..., None], -jnp.inf, log_a)
     la = jnp.moveaxis(split(log_a), 1, -1)  # [chunks, B, H, L]; padding steps are identities (log 1 = 0)

@@ -135,6 +135,7 @@ def test_core_forgets_a_non_finite_carry_at_a_reset(name, method):
     clean = core.initialize_carry((B,))
     fresh_carry, fresh = apply(params, clean, x, resets)  # from the reset on: a fresh start
     out_carry, y = apply(params, bad_carry(clean), x, resets)
+    assert not np.isfinite(np.asarray(y[:RESET_AT])).all(), f"{name} {method}: a bad carry must show before the reset"
     assert np.isfinite(np.asarray(y[RESET_AT:])).all(), f"{name} {method}: non-finite after the reset"
     np.testing.assert_allclose(y[RESET_AT:], fresh[RESET_AT:], rtol=1e-5, atol=1e-6)
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6), out_carry, fresh_carry)
