@@ -109,7 +109,7 @@ class GatedRMSNorm(nn.Module):
     @nn.compact
     def __call__(self, y, z):
         width = y.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (width,))
+        scale = self.param("scale", nn.initializers.ones, (width,), jnp.float32)
         g = (y * nn.silu(z)).reshape((*y.shape[:-1], self.groups, width // self.groups))
         g = g * jax.lax.rsqrt(jnp.mean(g**2, axis=-1, keepdims=True) + self.eps)
         return g.reshape(y.shape) * scale
@@ -180,9 +180,9 @@ class Mamba2Layer(nn.Module):
         b, c = (jnp.repeat(v.reshape((*lead, groups, n)), heads // groups, axis=-2) for v in (b, c))
         dt_bias = self.param("dt_bias", dt_bias_init(self.dt_min, self.dt_max, self.dt_init_floor), (heads,))
         a_log = self.param(
-            "A_log", lambda key: jnp.log(jax.random.uniform(key, (heads,), minval=self.a_min, maxval=self.a_max))
+            "A_log", lambda key: jnp.log(jax.random.uniform(key, (heads,), jnp.float32, self.a_min, self.a_max))
         )
-        d = self.param("D", nn.initializers.ones, (heads,))
+        d = self.param("D", nn.initializers.ones, (heads,), jnp.float32)
         dt, a = nn.softplus(dt + dt_bias), -jnp.exp(a_log)
         if x.shape[0] == 1:
             y, h = ssd_recurrent(x, dt, a, b, c, resets, carry.ssm, method=self.scan_method)

@@ -136,7 +136,7 @@ def dplr_convolution(system: DPLRSystem, u, h0):
     b_gen = matvec(a_gen, full(system.b))  # (I - A_bar^L) B_bar
 
     # Resolvent (I - z A_bar)^-1 w = r w + gain r v (q^* r w) at z = exp(-2 pi i k / L), k = 0..L/2.
-    z = jnp.exp(-2j * jnp.pi * jnp.arange(steps // 2 + 1) / steps)[:, None]  # [F, 1]
+    z = jnp.exp(-2j * jnp.pi * jnp.arange(steps // 2 + 1, dtype=jnp.float32) / steps)[:, None]  # [F, 1]
     r = 1.0 / (1.0 - z + z * full(system.gap)[:, None, :])  # [H, F, N] Cauchy terms 1 / (1 - z d)
     qr = jnp.conj(full(system.q))[:, None, :] * r
     rv = r * full(system.v)[:, None, :]
@@ -156,7 +156,7 @@ def dplr_convolution(system: DPLRSystem, u, h0):
     # Final state Sum_j A_bar^j B_bar u_{L-1-j} = (1/L) Sum_k z_k U_k (I - z_k A_bar)^-1 (I - A_bar^L) B_bar over all
     # L roots; the roots above L/2 are the conjugates of those below, whose full-coordinate halves swap.
     u_hat = jnp.fft.rfft(u, axis=0)  # [F, *batch, H]
-    partner = jnp.ones(z.shape[0]).at[0].set(0.0)
+    partner = jnp.ones(z.shape[0], jnp.float32).at[0].set(0.0)
     if steps % 2 == 0:
         partner = partner.at[-1].set(0.0)
     partner = partner.reshape((-1,) + (1,) * (u.ndim - 1))

@@ -110,28 +110,28 @@ class S5SSM(nn.Module):
         self.lambda_im = self.param("lambda_im", lambda _: jnp.asarray(lam.imag, jnp.float32))
 
         def init_b(key):
-            b = nn.initializers.lecun_normal()(key, (self.state_size, self.d_model))
+            b = nn.initializers.lecun_normal()(key, (self.state_size, self.d_model), jnp.float32)
             b_tilde = v.conj().T @ b
             return jnp.stack([b_tilde.real, b_tilde.imag], -1)
 
         def init_c(key):
             h, p = self.d_model, self.state_size
             if self.c_init == "complex_normal":
-                return nn.initializers.normal(stddev=0.5**0.5)(key, (h, self.num_modes, 2))
+                return nn.initializers.normal(stddev=0.5**0.5)(key, (h, self.num_modes, 2), jnp.float32)
             if self.c_init == "lecun_normal":
-                c = nn.initializers.lecun_normal(in_axis=1, out_axis=0, batch_axis=(2,))(key, (h, p, 2))
+                c = nn.initializers.lecun_normal(in_axis=1, out_axis=0, batch_axis=(2,))(key, (h, p, 2), jnp.float32)
             else:
-                c = jax.random.truncated_normal(key, -2.0, 2.0, (h, p, 2))
+                c = jax.random.truncated_normal(key, -2.0, 2.0, (h, p, 2), jnp.float32)
             c_tilde = (c[..., 0] + 1j * c[..., 1]) @ v
             return jnp.stack([c_tilde.real, c_tilde.imag], -1)
 
         def init_log_step(key):
             lo, hi = np.log(self.dt_min), np.log(self.dt_max)
-            return jax.random.uniform(key, (self.num_modes,), minval=lo, maxval=hi)
+            return jax.random.uniform(key, (self.num_modes,), jnp.float32, minval=lo, maxval=hi)
 
         self.b = self.param("B", init_b)
         self.c = self.param("C", init_c)
-        self.d = self.param("D", nn.initializers.normal(stddev=1.0), (self.d_model,))
+        self.d = self.param("D", nn.initializers.normal(stddev=1.0), (self.d_model,), jnp.float32)
         self.log_step = self.param("log_step", init_log_step)
 
     def discrete_system(self):
