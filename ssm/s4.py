@@ -26,8 +26,8 @@ numerically useless for S4. HiPPO-LegS has real eigenvalues -1..-N whose eigenve
 ~2^(4N/3) (S4 paper, Lemma 3.2), and every diagonal realisation of the SISO system shares the same residues;
 for N = 64 they exceed 1e40, so the modes cancel catastrophically (float32 kernels are already off by
 O(1) at N = 12). Stepping the DPLR matrix itself is S4's own recurrent view, exact and stable; the reset
-is folded into the decay exactly as `reset_scan` does, so outputs after a reset have zero gradient to inputs
-before it.
+is a select on the state, as in `reset_scan`, so outputs after a reset have zero gradient to inputs before it
+and not even a NaN crosses it.
 
 Deviations: Re Lambda is stored as log(-Re Lambda) (the reference code's "exp" transform; keeps A stable);
 the block uses LayerNorm, not BatchNorm, so no statistics cross episode boundaries.
