@@ -8,6 +8,8 @@ is a trial, and the result is the return of each inner episode of the first tria
 the in-context learning curve. Every env's first episode counts, so short episodes are not over-represented.
 
 Observation normalisation (`env.normalize_obs`) uses the run's final running statistics, frozen, not fresh ones.
+The env stack is wrapped in `ssmrl.envs.wrappers.CheckActions`: a policy that sends actions outside the action space
+(NaN, out of range; the envs would take them silently) is an error naming the space, not a return.
 
 `--render` replays the evaluation of the first evaluated seed and draws env 0's first episode (the first trial
 for meta-RL configs) to RUN_DIR/episode.gif: with gymnax's own `Visualizer` for the gymnax envs it draws
