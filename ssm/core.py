@@ -38,8 +38,9 @@ def check_carry(core, carry, x, owner: str):
     got = [tuple(jnp.shape(leaf)) for leaf in jax.tree.leaves(carry)]
     if got != expected:
         raise ValueError(
-            f"{owner}: carry of shape(s) {got} does not match x of shape {tuple(jnp.shape(x))} (batch shape {batch}); "
-            f"initialize_carry({batch}) gives {expected}. x must be [T, *batch, D] with the carry's batch dims"
+            f"{owner}: carry of shape(s) {got} does not match x of shape {tuple(jnp.shape(x))} (batch shape {batch}), "
+            f"for which initialize_carry({batch}) gives {expected}. x must be [T, *batch, D] and the carry this "
+            f"core's initialize_carry(batch) builds"
         )
 
 

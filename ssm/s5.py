@@ -38,17 +38,24 @@ def choice(value, accepted, what):
         raise ValueError(f"unknown {what} {value!r}; accepted: {accepted}")
 
 
+def check_block_size(state_size: int, blocks: int, conj_sym: bool) -> int:
+    """The size of one of the `blocks` diagonal blocks; ValueError unless it divides state_size (evenly in two
+    with conjugate symmetry)."""
+    if state_size % blocks:
+        raise ValueError(f"S5: state_size {state_size} is not divisible by blocks {blocks}")
+    size = state_size // blocks
+    if conj_sym and size % 2:
+        raise ValueError(f"S5: conjugate symmetry needs an even block size, got state_size/blocks = {size}")
+    return size
+
+
 def s5_eigenbasis(state_size: int, blocks: int, conj_sym: bool) -> tuple[np.ndarray, np.ndarray]:
     """Block-diagonal HiPPO-N initialisation.
 
     Returns Lambda `[P']` and V `[P, P']` (P' = P/2 with conjugate symmetry, else P) such that the
     block-diagonal HiPPO-N matrix restricted to the kept modes is V diag(Lambda) V^H.
     """
-    if state_size % blocks:
-        raise ValueError(f"S5: state_size {state_size} is not divisible by blocks {blocks}")
-    size = state_size // blocks
-    if conj_sym and size % 2:
-        raise ValueError(f"S5: conjugate symmetry needs an even block size, got state_size/blocks = {size}")
+    size = check_block_size(state_size, blocks, conj_sym)
     lam, v = hippo_normal_eig(size)
     keep = size // 2 if conj_sym else size
     lam, v = lam[:keep], v[:, :keep]
@@ -97,6 +104,7 @@ class S5SSM(nn.Module):
 
     @nn.nowrap
     def initialize_carry(self, batch_shape: Sequence[int]):
+        check_block_size(self.state_size, self.blocks, self.conj_sym)
         return jnp.zeros((*batch_shape, self.num_modes), jnp.complex64)
 
     def setup(self):
