@@ -8,6 +8,8 @@ is a trial, and the result is the return of each inner episode of the first tria
 the in-context learning curve. Every env's first episode counts, so short episodes are not over-represented.
 
 Observation normalisation (`env.normalize_obs`) uses the run's final running statistics, frozen, not fresh ones.
+The env stack is wrapped in `ssmrl.envs.wrappers.CheckActions`: a policy that sends actions outside the action space
+(NaN, out of range; the envs would take them silently) is an error naming the space, not a return.
 
 `--render` replays the evaluation of the first evaluated seed and draws env 0's first episode (the first trial
 for meta-RL configs) to RUN_DIR/episode.gif: with gymnax's own `Visualizer` for the gymnax envs it draws
@@ -39,7 +41,7 @@ from ssmrl.agents.ppo import PPOConfig, act
 from ssmrl.envs.gymnax_adapter import GymnaxAdapter
 from ssmrl.envs.meta import SPLITS
 from ssmrl.envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
-from ssmrl.envs.wrappers import NormalizeObservation, NormalizeState, positive_int
+from ssmrl.envs.wrappers import CheckActions, NormalizeObservation, NormalizeState, positive_int
 from ssmrl.rl.evaluation import EvalArgumentParser, of_seed, positive_count
 from ssmrl.rl.paths import writable_file
 
@@ -56,7 +58,8 @@ GYMNAX_DRAWABLE = (
 class Rollout:
     """Evaluation loop state for N envs. obs `[N, D]`; reset `[N]`: obs starts an episode; returns `[N, K]`: the
     first episode's (trial's inner episodes') returns, NaN until recorded; episodes `[N]`: how many are recorded;
-    finished `[N]`: the first episode (trial) is over; steps: env steps taken."""
+    finished `[N]`: the first episode (trial) is over; steps: env steps taken; invalid: actions outside the action
+    space so far (`ssmrl.envs.wrappers.CheckActions`)."""
 
     env_state: Any
     obs: jax.Array
@@ -67,6 +70,7 @@ class Rollout:
     episodes: jax.Array
     finished: jax.Array
     steps: jax.Array
+    invalid: jax.Array
 
 
 @dataclasses.dataclass(frozen=True)
@@ -76,6 +80,7 @@ class Evaluator:
     start(key, obs_norm) -> Rollout; step(params, rollout) -> (rollout, (env action `[N, ...]`, reward `[N]`));
     run(params, key, obs_norm, max_steps) -> Rollout after the while loop (jitted). `obs_norm`: (mean `[D]`,
     var `[D]`) of the run's observation normaliser when the config normalises observations, else None.
+    action_space: the space the policy's actions are checked against (one env's).
     """
 
     start: Callable[..., Rollout]
@@ -83,6 +88,7 @@ class Evaluator:
     run: Callable[..., Rollout]
     num_envs: int
     meta: bool
+    action_space: Any = None
 
 
 def check_split(split: str) -> str:
@@ -95,6 +101,7 @@ def make_evaluator(config: PPOConfig, num_episodes: int, greedy: bool, split: st
     """The evaluation loop of `config`'s policy over `num_episodes` parallel envs (see the module docstring)."""
     num_envs = positive_int("num_episodes", num_episodes)
     env, env_params = config.make_env(num_envs, check_split(split), normalize=False)
+    env = CheckActions(env)  # the envs take any action silently: count those outside the action space
     network = config.make_network(env, env_params)
     num_envs = env.num_envs
     normalizer = NormalizeObservation(env, update=False) if config.env.normalize_obs else None
@@ -115,7 +122,7 @@ def make_evaluator(config: PPOConfig, num_episodes: int, greedy: bool, split: st
             env_state=env_state, obs=obs, reset=jnp.ones((num_envs,), bool),
             carry=network.initialize_carry((num_envs,)), key=key,
             returns=jnp.full((num_envs, per_trial), jnp.nan, jnp.float32), episodes=jnp.zeros((num_envs,), jnp.int32),
-            finished=jnp.zeros((num_envs,), bool), steps=jnp.zeros((), jnp.int32),
+            finished=jnp.zeros((num_envs,), bool), steps=jnp.zeros((), jnp.int32), invalid=jnp.zeros((), jnp.int32),
         )
 
     def step(params, rollout: Rollout):
@@ -133,6 +140,7 @@ def make_evaluator(config: PPOConfig, num_episodes: int, greedy: bool, split: st
             env_state=env_state, obs=obs, reset=done, carry=carry, key=key,
             returns=rollout.returns.at[rows, slot].set(recorded), episodes=rollout.episodes + record,
             finished=rollout.finished | done, steps=rollout.steps + 1,
+            invalid=rollout.invalid + jnp.sum(info["invalid_action"], dtype=jnp.int32),
         )
         return rollout, (env_action, reward)
 
@@ -143,13 +151,20 @@ def make_evaluator(config: PPOConfig, num_episodes: int, greedy: bool, split: st
 
         return jax.lax.while_loop(unfinished, lambda r: step(params, r)[0], start(key, obs_norm))
 
-    return Evaluator(start=start, step=step, run=run, num_envs=num_envs, meta=config.env.meta is not None)
+    return Evaluator(start=start, step=step, run=run, num_envs=num_envs, meta=config.env.meta is not None,
+                     action_space=env.action_space(env_params))
 
 
 def first_episode_returns(evaluator: Evaluator, params, key, obs_norm=None, max_steps: int = DEFAULT_MAX_STEPS):
-    """Float `[N]` (meta-RL: `[N, episodes_per_trial]`); ValueError naming `max_steps` if it cut the loop short."""
+    """Float `[N]` (meta-RL: `[N, episodes_per_trial]`); ValueError naming `max_steps` if it cut the loop short,
+    or the action space if the policy sent actions outside it (e.g. NaN from NaN parameters)."""
     max_steps = positive_int("max_steps", max_steps)
     rollout = jax.device_get(evaluator.run(params, key, obs_norm, jnp.int32(max_steps)))
+    if rollout.invalid:
+        raise ValueError(
+            f"the policy sent {int(rollout.invalid)} actions outside the env's action space {evaluator.action_space} "
+            f"in {int(rollout.steps)} steps of {evaluator.num_envs} envs (NaN or out of range; NaN parameters?)"
+        )
     if not rollout.finished.all():
         episode = "trial" if evaluator.meta else "episode"
         raise ValueError(

@@ -16,6 +16,7 @@ Typical stack::
     env = VecEnv(LogWrapper(PrevActionReward(env)), num_envs=64)
 """
 
+import functools
 from typing import Any
 
 import chex
@@ -23,6 +24,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from gymnax.environments import environment, spaces
+from jax.experimental import checkify
 
 
 def where_tree(pred: jax.Array, on_true: Any, on_false: Any) -> Any:
@@ -323,6 +325,59 @@ class NormalizeObservation(Wrapper):
         if "final_observation" in info:
             info["final_observation"] = self.normalize(state, info["final_observation"])
         return self.normalize(state, obs), state, reward, terminated, truncated, info
+
+
+def invalid_actions(space: Any, action: Any) -> jax.Array:
+    """bool `[B...]`: where ``action`` (with any leading batch axes `[B...]`) is not in ``space``: out of range,
+    NaN or inf, or a non-integer for ``Discrete``. ``Box`` actions must end in the space's shape (else ValueError)."""
+    if isinstance(space, spaces.Dict):
+        return functools.reduce(jnp.logical_or, [invalid_actions(space.spaces[k], action[k]) for k in space.spaces])
+    if isinstance(space, spaces.Tuple):
+        return functools.reduce(jnp.logical_or, [invalid_actions(sub, a) for sub, a in zip(space.spaces, action,
+                                                                                              strict=True)])
+    action = jnp.asarray(action)
+    if not (jnp.issubdtype(action.dtype, jnp.number) or action.dtype == jnp.bool_):
+        raise TypeError(f"CheckActions: actions must be numbers, got dtype {action.dtype}")
+    finite = jnp.isfinite(action) if jnp.issubdtype(action.dtype, jnp.inexact) else jnp.ones(action.shape, bool)
+    if isinstance(space, spaces.Discrete):
+        integral = jnp.floor(action) == action if jnp.issubdtype(action.dtype, jnp.inexact) else True
+        return ~(finite & integral & (action >= 0) & (action < space.n))
+    if isinstance(space, spaces.Box):
+        rank = len(space.shape)
+        if action.ndim < rank or action.shape[action.ndim - rank :] != tuple(space.shape):
+            raise ValueError(f"CheckActions: action of shape {action.shape} does not end in the Box action space's "
+                             f"shape {tuple(space.shape)} (expected [*batch, {', '.join(map(str, space.shape))}])")
+        low, high = box_bounds(space)
+        ok = finite & (action >= low) & (action <= high)
+        return ~ok.all(axis=tuple(range(action.ndim - rank, action.ndim)))
+    raise TypeError(f"CheckActions: unsupported action space {space!r}; supported: Discrete, Box, Dict, Tuple")
+
+
+class CheckActions(Wrapper):
+    """Reports actions outside the action space: ``info["invalid_action"]``, bool `[B...]`, on every step.
+
+    gymnax envs do not check their actions inside jit (an out-of-range or NaN action is clipped, wrapped onto a
+    real cell or scaled, silently); this wrapper keeps that convention (the action still reaches the env
+    unchanged) but says so in ``info``, which works under jit and vmap. Put it right around the env whose action
+    space the agent acts in (inside :class:`VecEnv`, or outside it: actions `[N, ...]`). With
+    ``checkify=True`` the step also emits a ``jax.experimental.checkify`` check naming the bad action: it raises
+    when the caller runs the step under ``checkify.checkify`` (and then the step must be checkified to be jitted).
+    """
+
+    def __init__(self, env: Any, checkify: bool = False):
+        super().__init__(env)
+        self.checkify = checkify
+
+    def step(self, key: jax.Array, state: Any, action: Any, params: Any = None) -> tuple:
+        space = self._env.action_space(self.params_or_default(params))
+        invalid = invalid_actions(space, action)
+        if self.checkify:
+            first = jax.tree.map(lambda a: jnp.reshape(a, (-1,) + jnp.shape(a)[invalid.ndim:])[jnp.argmax(
+                jnp.reshape(invalid, -1))], action)
+            checkify.check(~jnp.any(invalid), f"invalid action {{action}} for the action space {space}",
+                           action=first)
+        obs, state, reward, terminated, truncated, info = self._env.step(key, state, action, params)
+        return obs, state, reward, terminated, truncated, {**info, "invalid_action": invalid}
 
 
 @chex.dataclass(frozen=True)

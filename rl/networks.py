@@ -13,7 +13,7 @@ from collections.abc import Sequence
 import flax.linen as nn
 import numpy as np
 
-from ssmrl.ssm.core import RecurrentCore, check_sequence
+from ssmrl.ssm.core import RecurrentCore, check_carry, check_sequence
 from ssmrl.ssm.initializers import orthogonal
 from ssmrl.ssm.registry import CORES, build_named
 
@@ -45,6 +45,7 @@ class MLPCore(RecurrentCore):
     @nn.compact
     def __call__(self, carry, x, resets=None):
         check_sequence(x, resets, type(self).__name__)
+        check_carry(self, carry, x, type(self).__name__)
         act = activation_fn(self.activation)
         for _ in range(self.n_layers):
             x = act(dense(self.features)(x))

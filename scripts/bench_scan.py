@@ -6,8 +6,9 @@
 
 Bandwidth counts the bytes a fused scan must move: read a and b, write h (resets are negligible), and is
 compared with the device's measured copy bandwidth (read + write of one large array). The method
-"associative_flag" is the common alternative that carries the reset flag as a third scan element instead of
-folding it into `a`; "pallas" is the fused kernel (GPU only: off GPU it would run in interpret mode, which
+"associative_flag" is the common alternative that carries a full-size reset flag as a third scan element instead
+of folding the reset into `a` ("associative" folds it and carries the flag only at the resets' shape); "pallas" is
+the fused kernel (GPU only: off GPU it would run in interpret mode, which
 says nothing about speed, so it is skipped). `--pallas-layouts BLOCKxUNROLL[xWARPS] ...` adds rows for the
 kernel with those layouts next to its default one. "pallas-planes" is the kernel's planar entry point
 (`pallas_reset_scan_planes`), timed on inputs that are already real and imaginary float32 planes, as S5 and

@@ -13,6 +13,7 @@ same outputs and final carry; an output after a reset does not depend on any inp
 from __future__ import annotations
 
 import flax.linen as nn
+import jax
 import jax.numpy as jnp
 
 
@@ -29,12 +30,17 @@ def check_sequence(x, resets, owner: str):
     return resets.astype(bool)
 
 
-def check_carry_batch(carry_leaf, batch_shape: tuple, owner: str):
-    """Check that a carry leaf's leading dims are the sequence's batch dims."""
-    if tuple(carry_leaf.shape[: len(batch_shape)]) != tuple(batch_shape):
+def check_carry(core, carry, x, owner: str):
+    """Raise a ValueError naming both shapes unless `carry` has the leaf shapes of `core.initialize_carry(batch)`
+    for the batch dims of x `[T, *batch, D]` (e.g. an unbatched x `[T, D]` against a batched carry)."""
+    batch = tuple(jnp.shape(x)[1:-1])
+    expected = [leaf.shape for leaf in jax.tree.leaves(jax.eval_shape(lambda: core.initialize_carry(batch)))]
+    got = [tuple(jnp.shape(leaf)) for leaf in jax.tree.leaves(carry)]
+    if got != expected:
         raise ValueError(
-            f"{owner}: carry batch shape {tuple(carry_leaf.shape[: len(batch_shape)])} does not match the "
-            f"batch shape {tuple(batch_shape)} of x; build it with initialize_carry({tuple(batch_shape)})"
+            f"{owner}: carry of shape(s) {got} does not match x of shape {tuple(jnp.shape(x))} (batch shape {batch}), "
+            f"for which initialize_carry({batch}) gives {expected}. x must be [T, *batch, D] and the carry this "
+            f"core's initialize_carry(batch) builds"
         )
 
 

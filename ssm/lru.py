@@ -32,13 +32,13 @@ from ssmrl.ssm.stack import StackedCore
 
 def ring_nu_log(key, state_size: int, r_min: float, r_max: float):
     """nu_log `[N]` with |lambda| = exp(-exp(nu_log)) and |lambda|^2 uniform in [r_min^2, r_max^2]."""
-    u = jax.random.uniform(key, (state_size,))
+    u = jax.random.uniform(key, (state_size,), jnp.float32)
     return jnp.log(-0.5 * jnp.log(u * (r_max**2 - r_min**2) + r_min**2))
 
 
 def ring_theta_log(key, state_size: int, max_phase: float):
     """theta_log `[N]` with the phase exp(theta_log) uniform in [0, max_phase]."""
-    return jnp.log(max_phase * jax.random.uniform(key, (state_size,)))
+    return jnp.log(max_phase * jax.random.uniform(key, (state_size,), jnp.float32))
 
 
 def lru_eigenvalues(nu_log, theta_log):
@@ -79,11 +79,11 @@ class LRULayer(nn.Module):
         lam = lru_eigenvalues(nu_log, theta_log)
         gamma_log = self.param("gamma_log", lambda _: jnp.log(jnp.sqrt(1.0 - jnp.abs(lam) ** 2)))
         normal = lambda std: nn.initializers.normal(stddev=std)
-        b_re = self.param("B_re", normal((2 * width) ** -0.5), (n, width))
-        b_im = self.param("B_im", normal((2 * width) ** -0.5), (n, width))
-        c_re = self.param("C_re", normal(n**-0.5), (width, n))
-        c_im = self.param("C_im", normal(n**-0.5), (width, n))
-        d = self.param("D", normal(1.0), (width,))
+        b_re = self.param("B_re", normal((2 * width) ** -0.5), (n, width), jnp.float32)
+        b_im = self.param("B_im", normal((2 * width) ** -0.5), (n, width), jnp.float32)
+        c_re = self.param("C_re", normal(n**-0.5), (width, n), jnp.float32)
+        c_im = self.param("C_im", normal(n**-0.5), (width, n), jnp.float32)
+        d = self.param("D", normal(1.0), (width,), jnp.float32)
         gamma = jnp.exp(gamma_log)
         bu = (gamma * project(u, b_re.T), gamma * project(u, b_im.T))  # real and imaginary planes [T, *batch, N]
         h_re, h_im = reset_scan_planes((lam.real, lam.imag), bu, resets, (h0.real, h0.imag), method=self.scan_method)

@@ -133,7 +133,7 @@ class MambaLayer(nn.Module):
         )
         delta = nn.softplus(dt_proj(dt))  # [T, *batch, d_inner]
         a_log = self.param("A_log", lambda _: s4d_real_log(d_inner, n))
-        d = self.param("D", nn.initializers.ones, (d_inner,))
+        d = self.param("D", nn.initializers.ones, (d_inner,), jnp.float32)
         decay = jnp.exp(delta[..., None] * -jnp.exp(a_log))  # [T, *batch, d_inner, N]
         h = reset_scan(decay, (delta * x)[..., None] * b[..., None, :], resets, carry.ssm, method=self.scan_method)
         y = (jnp.einsum("...dn,...n->...d", h, c) + d * x) * nn.silu(z)

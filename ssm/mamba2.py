@@ -28,7 +28,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssmrl.ssm.causal_conv import CausalConv
+from ssmrl.ssm.causal_conv import CausalConv, last_reset
 from ssmrl.ssm.mamba import MambaState, ResidualStack, check_dt_range, check_positive, dt_bias_init
 from ssmrl.ssm.scan import reset_scan
 
@@ -56,7 +56,12 @@ def ssd_recurrent(x, dt, a, b, c, resets, h0, method: str = "auto"):
 
 
 def ssd_chunked(x, dt, a, b, c, resets, h0, chunk_size: int, method: str = "auto"):
-    """The same as `ssd_recurrent`, by the chunked SSD algorithm with chunks of `chunk_size` steps."""
+    """The same as `ssd_recurrent`, by the chunked SSD algorithm with chunks of `chunk_size` steps.
+
+    Nothing crosses a reset, NaN included: the chunk algebra weighs a source before a reset by exactly 0, and
+    0 * NaN is NaN, so non-finite inputs (x, dt, B at a step, or h0) are zeroed for the algebra and put back as
+    NaN on exactly the outputs they reach (their own step to the next reset) by a select.
+    """
     if chunk_size < 1:
         raise ValueError(f"ssd_chunked: chunk_size must be >= 1, got {chunk_size}")
     steps, batch, (heads, p), n = x.shape[0], x.shape[1:-2], x.shape[-2:], b.shape[-1]
@@ -69,9 +74,18 @@ def ssd_chunked(x, dt, a, b, c, resets, h0, chunk_size: int, method: str = "auto
         v = jnp.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1), constant_values=fill)
         return v.reshape((chunks, length) + v.shape[1:])
 
-    log_a = jnp.where(resets[..., None], -jnp.inf, dt * a)  # [T, *batch, H]
+    log_a, xs = dt * a, dt[..., None] * x  # [T, *batch, H], [T, *batch, H, P]
+    bad = ~(jnp.isfinite(log_a) & jnp.isfinite(xs).all(-1) & jnp.isfinite(b).all(-1))  # [T, *batch, H]
+    bad_h0 = ~jnp.isfinite(h0).all((-2, -1))  # [*batch, H]
+    log_a, xs, b = (jnp.where(bad[..., None] if v.ndim > bad.ndim else bad, jnp.zeros((), v.dtype), v)
+                    for v in (log_a, xs, b))
+    h0 = jnp.where(bad_h0[..., None, None], jnp.zeros((), h0.dtype), h0)
+    since_reset = last_reset(resets, 1)[..., None]  # [T, *batch, 1]: last reset at or before t, -1 if none
+    poisoned = (last_reset(bad, 2) >= since_reset) | (bad_h0 & (since_reset < 0))  # [T, *batch, H] (-2: none)
+
+    log_a = jnp.where(resets[..., None], -jnp.inf, log_a)
     la = jnp.moveaxis(split(log_a), 1, -1)  # [chunks, B, H, L]; padding steps are identities (log 1 = 0)
-    xs, b, c = split(dt[..., None] * x), split(b), split(c)  # [chunks, L, B, H, P or N]
+    xs, b, c = split(xs), split(b), split(c)  # [chunks, L, B, H, P or N]
     decay = jnp.exp(segment_sums(la))  # [chunks, B, H, L(target), L(source)]
     scores = jnp.einsum("clbhn,csbhn->cbhls", c, b) * decay
     y_diag = jnp.einsum("cbhls,csbhp->clbhp", scores, xs)
@@ -82,7 +96,9 @@ def ssd_chunked(x, dt, a, b, c, resets, h0, chunk_size: int, method: str = "auto
     h_in = jnp.concatenate([h0[None], h_end[:-1]])  # state entering each chunk
     y_off = jnp.einsum("clbhn,cbhpn,cbhl->clbhp", c, h_in, jnp.exp(cum))
     y = (y_diag + y_off).reshape((chunks * length, -1, heads, p))[:steps]
-    return y.reshape((steps, *batch, heads, p)), h_end[-1].reshape((*batch, heads, p, n))
+    y = jnp.where(poisoned[..., None], jnp.nan, y.reshape((steps, *batch, heads, p)))
+    h = jnp.where(poisoned[-1][..., None, None], jnp.nan, h_end[-1].reshape((*batch, heads, p, n)))
+    return y, h
 
 
 class GatedRMSNorm(nn.Module):
@@ -94,7 +110,7 @@ class GatedRMSNorm(nn.Module):
     @nn.compact
     def __call__(self, y, z):
         width = y.shape[-1]
-        scale = self.param("scale", nn.initializers.ones, (width,))
+        scale = self.param("scale", nn.initializers.ones, (width,), jnp.float32)
         g = (y * nn.silu(z)).reshape((*y.shape[:-1], self.groups, width // self.groups))
         g = g * jax.lax.rsqrt(jnp.mean(g**2, axis=-1, keepdims=True) + self.eps)
         return g.reshape(y.shape) * scale
@@ -165,9 +181,9 @@ class Mamba2Layer(nn.Module):
         b, c = (jnp.repeat(v.reshape((*lead, groups, n)), heads // groups, axis=-2) for v in (b, c))
         dt_bias = self.param("dt_bias", dt_bias_init(self.dt_min, self.dt_max, self.dt_init_floor), (heads,))
         a_log = self.param(
-            "A_log", lambda key: jnp.log(jax.random.uniform(key, (heads,), minval=self.a_min, maxval=self.a_max))
+            "A_log", lambda key: jnp.log(jax.random.uniform(key, (heads,), jnp.float32, self.a_min, self.a_max))
         )
-        d = self.param("D", nn.initializers.ones, (heads,))
+        d = self.param("D", nn.initializers.ones, (heads,), jnp.float32)
         dt, a = nn.softplus(dt + dt_bias), -jnp.exp(a_log)
         if x.shape[0] == 1:
             y, h = ssd_recurrent(x, dt, a, b, c, resets, carry.ssm, method=self.scan_method)

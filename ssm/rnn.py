@@ -8,7 +8,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssmrl.ssm.core import RecurrentCore, check_carry_batch, check_sequence
+from ssmrl.ssm.core import RecurrentCore, check_carry, check_sequence
 
 
 class _ResettingCell(nn.Module):
@@ -39,7 +39,7 @@ class _RNNCore(RecurrentCore):
     def __call__(self, carry, x, resets=None):
         name = type(self).__name__
         resets = check_sequence(x, resets, name)
-        check_carry_batch(jax.tree.leaves(carry)[0], x.shape[1:-1], name)
+        check_carry(self, carry, x, name)
         scan = nn.scan(
             _ResettingCell, variable_broadcast="params", split_rngs={"params": False}, in_axes=0, out_axes=0
         )

@@ -26,8 +26,8 @@ numerically useless for S4. HiPPO-LegS has real eigenvalues -1..-N whose eigenve
 ~2^(4N/3) (S4 paper, Lemma 3.2), and every diagonal realisation of the SISO system shares the same residues;
 for N = 64 they exceed 1e40, so the modes cancel catastrophically (float32 kernels are already off by
 O(1) at N = 12). Stepping the DPLR matrix itself is S4's own recurrent view, exact and stable; the reset
-is folded into the decay exactly as `reset_scan` does, so outputs after a reset have zero gradient to inputs
-before it.
+is a select on the state, as in `reset_scan`, so outputs after a reset have zero gradient to inputs before it
+and not even a NaN crosses it.
 
 Deviations: Re Lambda is stored as log(-Re Lambda) (the reference code's "exp" transform; keeps A stable);
 the block uses LayerNorm, not BatchNorm, so no statistics cross episode boundaries.
@@ -137,7 +137,7 @@ def dplr_convolution(system: DPLRSystem, u, h0):
     b_gen = matvec(a_gen, full(system.b))  # (I - A_bar^L) B_bar
 
     # Resolvent (I - z A_bar)^-1 w = r w + gain r v (q^* r w) at z = exp(-2 pi i k / L), k = 0..L/2.
-    z = jnp.exp(-2j * jnp.pi * jnp.arange(steps // 2 + 1) / steps)[:, None]  # [F, 1]
+    z = jnp.exp(-2j * jnp.pi * jnp.arange(steps // 2 + 1, dtype=jnp.float32) / steps)[:, None]  # [F, 1]
     r = 1.0 / (1.0 - z + z * full(system.gap)[:, None, :])  # [H, F, N] Cauchy terms 1 / (1 - z d)
     qr = jnp.conj(full(system.q))[:, None, :] * r
     rv = r * full(system.v)[:, None, :]
@@ -157,7 +157,7 @@ def dplr_convolution(system: DPLRSystem, u, h0):
     # Final state Sum_j A_bar^j B_bar u_{L-1-j} = (1/L) Sum_k z_k U_k (I - z_k A_bar)^-1 (I - A_bar^L) B_bar over all
     # L roots; the roots above L/2 are the conjugates of those below, whose full-coordinate halves swap.
     u_hat = jnp.fft.rfft(u, axis=0)  # [F, *batch, H]
-    partner = jnp.ones(z.shape[0]).at[0].set(0.0)
+    partner = jnp.ones(z.shape[0], jnp.float32).at[0].set(0.0)
     if steps % 2 == 0:
         partner = partner.at[-1].set(0.0)
     partner = partner.reshape((-1,) + (1,) * (u.ndim - 1))

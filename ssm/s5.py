@@ -39,17 +39,24 @@ def choice(value, accepted, what):
         raise ValueError(f"unknown {what} {value!r}; accepted: {accepted}")
 
 
+def check_block_size(state_size: int, blocks: int, conj_sym: bool) -> int:
+    """The size of one of the `blocks` diagonal blocks; ValueError unless it divides state_size (evenly in two
+    with conjugate symmetry)."""
+    if state_size % blocks:
+        raise ValueError(f"S5: state_size {state_size} is not divisible by blocks {blocks}")
+    size = state_size // blocks
+    if conj_sym and size % 2:
+        raise ValueError(f"S5: conjugate symmetry needs an even block size, got state_size/blocks = {size}")
+    return size
+
+
 def s5_eigenbasis(state_size: int, blocks: int, conj_sym: bool) -> tuple[np.ndarray, np.ndarray]:
     """Block-diagonal HiPPO-N initialisation.
 
     Returns Lambda `[P']` and V `[P, P']` (P' = P/2 with conjugate symmetry, else P) such that the
     block-diagonal HiPPO-N matrix restricted to the kept modes is V diag(Lambda) V^H.
     """
-    if state_size % blocks:
-        raise ValueError(f"S5: state_size {state_size} is not divisible by blocks {blocks}")
-    size = state_size // blocks
-    if conj_sym and size % 2:
-        raise ValueError(f"S5: conjugate symmetry needs an even block size, got state_size/blocks = {size}")
+    size = check_block_size(state_size, blocks, conj_sym)
     lam, v = hippo_normal_eig(size)
     keep = size // 2 if conj_sym else size
     lam, v = lam[:keep], v[:, :keep]
@@ -98,6 +105,7 @@ class S5SSM(nn.Module):
 
     @nn.nowrap
     def initialize_carry(self, batch_shape: Sequence[int]):
+        check_block_size(self.state_size, self.blocks, self.conj_sym)
         return jnp.zeros((*batch_shape, self.num_modes), jnp.complex64)
 
     def setup(self):
@@ -111,28 +119,28 @@ class S5SSM(nn.Module):
         self.lambda_im = self.param("lambda_im", lambda _: jnp.asarray(lam.imag, jnp.float32))
 
         def init_b(key):
-            b = nn.initializers.lecun_normal()(key, (self.state_size, self.d_model))
+            b = nn.initializers.lecun_normal()(key, (self.state_size, self.d_model), jnp.float32)
             b_tilde = v.conj().T @ b
             return jnp.stack([b_tilde.real, b_tilde.imag], -1)
 
         def init_c(key):
             h, p = self.d_model, self.state_size
             if self.c_init == "complex_normal":
-                return nn.initializers.normal(stddev=0.5**0.5)(key, (h, self.num_modes, 2))
+                return nn.initializers.normal(stddev=0.5**0.5)(key, (h, self.num_modes, 2), jnp.float32)
             if self.c_init == "lecun_normal":
-                c = nn.initializers.lecun_normal(in_axis=1, out_axis=0, batch_axis=(2,))(key, (h, p, 2))
+                c = nn.initializers.lecun_normal(in_axis=1, out_axis=0, batch_axis=(2,))(key, (h, p, 2), jnp.float32)
             else:
-                c = jax.random.truncated_normal(key, -2.0, 2.0, (h, p, 2))
+                c = jax.random.truncated_normal(key, -2.0, 2.0, (h, p, 2), jnp.float32)
             c_tilde = (c[..., 0] + 1j * c[..., 1]) @ v
             return jnp.stack([c_tilde.real, c_tilde.imag], -1)
 
         def init_log_step(key):
             lo, hi = np.log(self.dt_min), np.log(self.dt_max)
-            return jax.random.uniform(key, (self.num_modes,), minval=lo, maxval=hi)
+            return jax.random.uniform(key, (self.num_modes,), jnp.float32, minval=lo, maxval=hi)
 
         self.b = self.param("B", init_b)
         self.c = self.param("C", init_c)
-        self.d = self.param("D", nn.initializers.normal(stddev=1.0), (self.d_model,))
+        self.d = self.param("D", nn.initializers.normal(stddev=1.0), (self.d_model,), jnp.float32)
         self.log_step = self.param("log_step", init_log_step)
 
     def discrete_system(self):

@@ -1,7 +1,10 @@
 """Resettable linear recurrence h_t = a_t * h_{t-1} + b_t, computed over time in parallel.
 
-A reset at step t makes h_t forget h_{t-1}; it is folded into the decay, a_t <- a_t * (1 - reset_t), so the
-scan needs no third element. All methods agree with the sequential reference to float rounding.
+A reset at step t makes h_t forget h_{t-1}. Every method applies it as a select, never as a product: the decay
+becomes a_t <- where(reset_t, 0, a_t) and the state it multiplies where(reset_t, 0, h_{t-1}), so that nothing
+crosses a reset, not even a NaN or inf (0 * NaN is NaN), and gradients across a reset are exactly zero. The
+parallel methods carry the reset flag (at the resets' shape, `[T, *lead, 1...]`) next to the folded decay. All
+methods agree with the sequential reference to float rounding.
 
 Shapes: `b` is `[T, ...]`; `a` broadcasts against `b` (a per-state decay `[P]`, `[T, 1, P]`, or full);
 `resets` is `[T, *lead]` with `lead` a prefix of `b.shape[1:]` (e.g. `[T, B]` for `b` of `[T, B, P]`);
@@ -34,6 +37,12 @@ METHODS = ("sequential", "associative", "chunked", "associative_flag", "pallas",
 DEFAULT_CHUNK = 64
 
 
+def _forget(x, reset):
+    """where(reset, 0, x): `x` with what precedes a reset dropped (a select: NaN does not get through); `reset`
+    None means no reset."""
+    return x if reset is None else jnp.where(reset, jnp.zeros((), x.dtype), x)
+
+
 def _binary_op(left, right):
     """Compose two affine maps h -> a h + b (left applied first). Associative."""
     a_l, b_l = left
@@ -41,13 +50,21 @@ def _binary_op(left, right):
     return a_r * a_l, a_r * b_l + b_r
 
 
+def _binary_op_reset(left, right):
+    """`_binary_op` on (a, b, reset) with the resets folded into a: where the right segment holds a reset, the
+    left map is dropped by select (its a, b may be non-finite), so neither values nor gradients cross it."""
+    a_l, b_l, r_l = left
+    a_r, b_r, r_r = right
+    return a_r * _forget(a_l, r_r), a_r * _forget(b_l, r_r) + b_r, jnp.logical_or(r_l, r_r)
+
+
 def _binary_op_with_flag(left, right):
     """The common three-element operator that carries the reset flag instead of folding it into `a`."""
     a_l, b_l, r_l = left
     a_r, b_r, r_r = right
     keep = jnp.logical_not(r_r)
-    a = jnp.where(keep, a_r * a_l, a_r)
-    b = jnp.where(keep, a_r * b_l + b_r, b_r)
+    a = a_r * jnp.where(keep, a_l, jnp.ones((), a_l.dtype))
+    b = a_r * jnp.where(keep, b_l, jnp.zeros((), b_l.dtype)) + b_r
     return a, b, jnp.logical_or(r_l, r_r)
 
 
@@ -89,65 +106,70 @@ def _check(a, b, resets, h0):
 
 
 def _fold(a, b, resets, h0):
-    """Fold resets into a and the initial state into b[0]; returns full-shape (a, b)."""
+    """Full-shape (a, b): the decay zeroed where a reset falls and h0 folded into b[0], both by select."""
     dtype = jnp.result_type(a, b)
     a = jnp.broadcast_to(a, b.shape).astype(dtype)
     b = b.astype(dtype)
     if resets is not None:
-        a = jnp.where(resets, jnp.zeros((), dtype), a)
+        a = _forget(a, resets)
     if h0 is not None:
-        b = b.at[0].add(a[0] * h0.astype(dtype))
+        b = b.at[0].add(a[0] * _forget(h0.astype(dtype), None if resets is None else resets[0]))
     return a, b
 
 
-def _sequential(a, b):
-    def step(h, ab):
-        a_t, b_t = ab
-        h = a_t * h + b_t
+def _sequential(a, b, resets):
+    def step(h, inputs):
+        a_t, b_t, r_t = inputs
+        h = a_t * _forget(h, r_t) + b_t
         return h, h
 
-    _, h = jax.lax.scan(step, jnp.zeros_like(b[0]), (a, b))
+    _, h = jax.lax.scan(step, jnp.zeros_like(b[0]), (a, b, resets))
     return h
 
 
-def _associative(a, b):
-    return jax.lax.associative_scan(_binary_op, (a, b))[1]
+def _associative(a, b, resets):
+    if resets is None:
+        return jax.lax.associative_scan(_binary_op, (a, b))[1]
+    return jax.lax.associative_scan(_binary_op_reset, (a, b, resets))[1]
 
 
-def _pad_to_chunks(a, b, chunk):
-    """Pad time with identity steps (a=1, b=0) to a multiple of `chunk`; returns (a, b, chunk, n_chunks)."""
+def _pad_to_chunks(a, b, resets, chunk):
+    """Pad time with identity steps (a=1, b=0, no reset) to a multiple of `chunk`; returns (a, b, resets, chunk,
+    n_chunks)."""
     chunk = max(1, min(chunk, b.shape[0]))
     pad = -b.shape[0] % chunk
     if pad:
         widths = [(0, pad)] + [(0, 0)] * (b.ndim - 1)
         a = jnp.pad(a, widths, constant_values=1)
         b = jnp.pad(b, widths)
-    return a, b, chunk, a.shape[0] // chunk
+        resets = None if resets is None else jnp.pad(resets, widths)
+    return a, b, resets, chunk, a.shape[0] // chunk
 
 
-def _chunked(a, b, chunk):
+def _chunked(a, b, resets, chunk):
     """Sequential scan inside chunks of `chunk` steps (all chunks at once), associative across chunks.
 
     Chosen over the reverse arrangement (associative inside, sequential across) by measurement: that one was
     up to 5x slower forward+backward on an H100 and on CPU (docs/benchmarks.md).
     """
     steps = b.shape[0]
-    a, b, chunk, n = _pad_to_chunks(a, b, chunk)
-    a_c = jnp.swapaxes(a.reshape((n, chunk) + a.shape[1:]), 0, 1)  # [C, n, ...]
-    b_c = jnp.swapaxes(b.reshape((n, chunk) + b.shape[1:]), 0, 1)
+    a, b, resets, chunk, n = _pad_to_chunks(a, b, resets, chunk)
+    by_chunk = lambda x: None if x is None else jnp.swapaxes(x.reshape((n, chunk) + x.shape[1:]), 0, 1)
+    a_c, b_c, r_c = by_chunk(a), by_chunk(b), by_chunk(resets)  # [C, n, ...]
 
-    def step(carry, ab):
-        a_prod, h = carry
-        a_t, b_t = ab
-        a_prod, h = a_t * a_prod, a_t * h + b_t
-        return (a_prod, h), (a_prod, h)
+    def step(carry, inputs):
+        a_prod, h, seen = carry
+        a_t, b_t, r_t = inputs
+        a_prod, h = a_t * _forget(a_prod, r_t), a_t * _forget(h, r_t) + b_t
+        seen = None if r_t is None else jnp.logical_or(seen, r_t)
+        return (a_prod, h, seen), (a_prod, h, seen)
 
-    init = (jnp.ones_like(b_c[0]), jnp.zeros_like(b_c[0]))
-    _, (a_cum, h_local) = jax.lax.scan(step, init, (a_c, b_c))  # [C, n, ...], zero-state chunk solutions
+    init = (jnp.ones_like(b_c[0]), jnp.zeros_like(b_c[0]), None if r_c is None else jnp.zeros_like(r_c[0]))
+    _, (a_cum, h_local, seen) = jax.lax.scan(step, init, (a_c, b_c, r_c))  # [C, n, ...], zero-state solutions
     # State entering each chunk: scan the chunk totals (affine maps) across chunks, shift by one.
-    h_end = jax.lax.associative_scan(_binary_op, (a_cum[-1], h_local[-1]))[1]  # [n, ...]
+    h_end = _associative(a_cum[-1], h_local[-1], None if seen is None else seen[-1])  # [n, ...]
     h_in = jnp.concatenate([jnp.zeros_like(h_end[:1]), h_end[:-1]], axis=0)
-    h = h_local + a_cum * h_in[None]
+    h = h_local + a_cum * _forget(h_in[None], seen)
     h = jnp.swapaxes(h, 0, 1).reshape((n * chunk,) + b.shape[1:])
     return h[:steps]
 
@@ -158,7 +180,7 @@ def _associative_flag(a, b, resets, h0):
     b = b.astype(dtype)
     if h0 is not None:
         keep0 = jnp.ones((), bool) if resets is None else jnp.logical_not(resets[0])
-        b = b.at[0].add(jnp.where(keep0, a[0] * h0.astype(dtype), 0))
+        b = b.at[0].add(a[0] * jnp.where(keep0, h0.astype(dtype), jnp.zeros((), dtype)))
     flags = jnp.zeros(b.shape, bool) if resets is None else jnp.broadcast_to(resets, b.shape)
     return jax.lax.associative_scan(_binary_op_with_flag, (a, b, flags))[1]
 
@@ -185,6 +207,9 @@ def auto_method() -> str:
 
 def reset_scan(a, b, resets=None, h0=None, method: str = "auto", chunk_size: int = DEFAULT_CHUNK):
     """All states of h_t = a_t * (1 - reset_t) * h_{t-1} + b_t, with h_{-1} = h0 (zeros when None).
+
+    The reset is a select (see the module docstring): a non-finite h0, or a non-finite a, b or h before a reset,
+    never reaches h after it, and h after a reset has exactly zero gradient with respect to everything before it.
 
     Args:
       a: decay, broadcastable to `b` (e.g. `[P]`, `[T, B, 1]` or `[T, B, P]`); real or complex.
@@ -217,10 +242,10 @@ def reset_scan(a, b, resets=None, h0=None, method: str = "auto", chunk_size: int
             return _associative_flag(a, b, resets, h0)
         a, b = _fold(a, b, resets, h0)
         if method == "sequential":
-            return _sequential(a, b)
+            return _sequential(a, b, resets)
         if method == "associative":
-            return _associative(a, b)
-        return _chunked(a, b, chunk_size)
+            return _associative(a, b, resets)
+        return _chunked(a, b, resets, chunk_size)
 
 
 def _planes(x, name: str):

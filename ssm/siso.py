@@ -77,7 +77,7 @@ def init_log_step(dt_min: float, dt_max: float):
     """Initializer of a log time step per channel, uniform in [log dt_min, log dt_max]."""
 
     def init(key, shape):
-        return jax.random.uniform(key, shape, minval=np.log(dt_min), maxval=np.log(dt_max))
+        return jax.random.uniform(key, shape, jnp.float32, minval=np.log(dt_min), maxval=np.log(dt_max))
 
     return init
 
@@ -110,8 +110,8 @@ class SISOSSM(nn.Module):
         if not 0 < self.dt_min <= self.dt_max:
             raise ValueError(f"{name}: need 0 < dt_min <= dt_max, got dt_min={self.dt_min}, dt_max={self.dt_max}")
         shape = (self.d_model, self.num_modes)
-        self.c = self.param("C", lambda key: jax.random.normal(key, (*shape, 2)) * 0.5**0.5)
-        self.d = self.param("D", nn.initializers.normal(stddev=1.0), (self.d_model,))
+        self.c = self.param("C", lambda key: jax.random.normal(key, (*shape, 2), jnp.float32) * 0.5**0.5)
+        self.d = self.param("D", nn.initializers.normal(stddev=1.0), (self.d_model,), jnp.float32)
         self.log_step = self.param("log_step", init_log_step(self.dt_min, self.dt_max), (self.d_model,))
 
     def eigenvalues(self, lam):

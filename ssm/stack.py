@@ -10,10 +10,9 @@ from collections.abc import Sequence
 from typing import Any
 
 import flax.linen as nn
-import jax
 import jax.numpy as jnp
 
-from ssmrl.ssm.core import RecurrentCore, check_carry_batch, check_sequence
+from ssmrl.ssm.core import RecurrentCore, check_carry, check_sequence
 
 
 class StackedCore(RecurrentCore):
@@ -50,8 +49,7 @@ class StackedCore(RecurrentCore):
         resets = check_sequence(x, resets, owner)
         if len(carry) != self.n_layers:
             raise ValueError(f"{owner}: carry has {len(carry)} layers, the core has n_layers={self.n_layers}")
-        for leaf in jax.tree.leaves(carry):
-            check_carry_batch(leaf, x.shape[1:-1], owner)
+        check_carry(self, carry, x, owner)
         x = nn.Dense(self.d_model, dtype=self.dtype, name="encoder")(x)
         new_carry = []
         for i, layer_carry in enumerate(carry):

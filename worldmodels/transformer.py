@@ -23,7 +23,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssmrl.ssm.core import RecurrentCore, check_carry_batch, check_sequence
+from ssmrl.ssm.core import RecurrentCore, check_carry, check_sequence
 
 
 @chex.dataclass(frozen=True)
@@ -78,7 +78,7 @@ class CausalTransformerCore(RecurrentCore):
     def __call__(self, carry: KVCache, x, resets=None):
         self._check()
         resets = check_sequence(x, resets, "CausalTransformerCore")
-        check_carry_batch(carry.episode, x.shape[1:-1], "CausalTransformerCore")
+        check_carry(self, carry, x, "CausalTransformerCore")
         steps, window = x.shape[0], self.window
         # Episode ids and positions of the new tokens, batch-first [*batch, T].
         resets_b = jnp.moveaxis(resets, 0, -1)

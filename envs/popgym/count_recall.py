@@ -31,18 +31,15 @@ class CountRecall(PopGymGame):
     """Two independently shuffled decks (N = 52 * num_decks cards each) are dealt side by side.
 
     Each step shows a value card and a query card by their ``feature`` (colors D=2, suits D=4,
-    ranks D=13). Observation `[2D]`: one-hot value, one-hot query. Action: ``Discrete(M)``,
-    M = N / D; after seeing query card t the agent must name how many value cards of the query's
-    kind were dealt among cards 0..t. Counts reach M, which (as in POPGym, whose action space is
-    ``Discrete(M)``) cannot be answered, so even perfect recall misses a few late steps.
-    POPGym's ``error_clamp`` argument is unused there and omitted here.
+    ranks D=13). Observation `[2D]`: one-hot value, one-hot query. Action: ``Discrete(M + 1)``,
+    M = N / D, as in popgym 1.0.7; after seeing query card t the agent must name how many value cards
+    of the query's kind were dealt among cards 0..t (0..M). POPGym's ``error_clamp`` argument is unused
+    there and omitted here.
     Reward: +1/(N-1) if right, -1/(N-1) if wrong, so returns lie in [-1, 1].
     Episode: terminates after N-1 steps: Easy 1 deck, colors (51 steps, M=26); Medium 2 decks,
     suits (103 steps, M=26); Hard 4 decks, ranks (207 steps, M=16).
-    Returns, measured over 12288 episodes: optimal policy (perfect count, capped at M-1) Easy 0.962,
-    Medium 0.944, Hard 0.891 (it would be 1.0 if M were answerable); uniformly random policy
-    Easy -0.925, Medium -0.925, Hard -0.881 (= 2 (1 - q) / M - 1, q the share of steps whose answer
-    is M).
+    Returns: optimal policy (the exact count), analytic: 1.0; uniformly random policy, analytic:
+    2 / (M + 1) - 1 = Easy -0.926, Medium -0.926, Hard -0.882.
     """
 
     def __init__(self, num_decks: int = 1, feature: str = "colors"):
@@ -50,7 +47,7 @@ class CountRecall(PopGymGame):
         self._set_deck(num_decks, feature)
         self.num_kinds = FEATURE_SIZES[feature]
         self.max_count = self.num_cards // self.num_kinds
-        self._set_sizes(obs_dim=2 * self.num_kinds, num_actions=self.max_count, max_steps=self.num_cards - 1)
+        self._set_sizes(obs_dim=2 * self.num_kinds, num_actions=self.max_count + 1, max_steps=self.num_cards - 1)
 
     def reset_env(self, key: jax.Array, params: GameParams) -> tuple[jax.Array, CountRecallState]:
         key_value, key_query = jax.random.split(key)

@@ -34,8 +34,8 @@ class MineSweeper(PopGymGame):
     ``MultiDiscrete([H, W])`` flattened, as its ``DiscreteAction`` wrapper does).
     Reward, with F = H*W - num_mines free cells: +1/F for a new free cell; -0.5/(F-2) for clicking
     a cell already cleared; -0.5 - 1/F for a mine, which ends the episode.
-    Episode: terminates on a mine or when every free cell is clear, truncated after F+1 steps
-    (POPGym compares its step counter with F before incrementing it): Easy 4x4 with 2 mines
+    Episode: terminates on a mine or when every free cell is clear, truncated after F steps (as in
+    popgym 1.0.7, which increments its step counter before comparing it with F): Easy 4x4 with 2 mines
     (F=14), Medium 6x6 with 6 mines (F=30), Hard 8x8 with 10 mines (F=54).
     Returns: clairvoyant policy that knows the mines, analytic: 1.0 (the upper bound; no policy
     with memory alone can always reach it); uniformly random policy, measured over 12288
@@ -55,7 +55,7 @@ class MineSweeper(PopGymGame):
                 f"num_mines={num_mines} must leave at least 3 free cells on a {height}x{width} grid"
             )
         self._set_sizes(
-            obs_dim=min(self.num_mines + 1, 10), num_actions=self.height * self.width, max_steps=self.num_free + 1
+            obs_dim=min(self.num_mines + 1, 10), num_actions=self.height * self.width, max_steps=self.num_free
         )
 
     def reset_env(self, key: jax.Array, params: GameParams) -> tuple[jax.Array, MineSweeperState]:

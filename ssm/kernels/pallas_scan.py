@@ -2,7 +2,8 @@
 
 What is fused. One kernel reads a_t, b_t (and the reset flags) once and writes h_t once: every program owns a
 block of `block` consecutive elements of the flattened state axes `[N] = [B * P]`, keeps its part of h in
-registers and loops over time. Resets are applied inside the kernel (a_t <- 0 where reset_t), the initial
+registers and loops over time. Resets are applied inside the kernel as selects (a_t <- 0 and h_{t-1} <- 0 where
+reset_t, so that a non-finite state never crosses a reset), the initial
 state h0 is loaded as the register value before step 0, and a decay that is constant in time (`[P]`, `[1, B, P]`)
 is loaded once per program instead of being broadcast over T. `unroll` steps are loaded before they are used,
 so that many loads are in flight per thread while the recurrence itself stays sequential.
@@ -229,11 +230,12 @@ def _forward_kernel(cfg: KernelConfig, *refs):
 
     def load(t):
         a = _row(r["a"], t) if cfg.a_full else a_const
-        return _zero_where(a, reset(t)), _row(r["b"], t)
+        flags = reset(t)
+        return _zero_where(a, flags), flags, _row(r["b"], t)
 
     def update(h, t, loaded):
-        a, b = loaded
-        h = _add(_mul(a, h), b)
+        a, flags, b = loaded
+        h = _add(_mul(a, _zero_where(h, flags)), b)  # a select, not a product: no NaN crosses a reset
         _store_row(r["h"], t, h)
         return h
 

@@ -107,7 +107,7 @@ def test_registry_and_bad_inputs():
     params = core.init(jax.random.key(0), carry, x, None)
     with pytest.raises(ValueError, match="resets must have shape"):
         core.apply(params, carry, x, jnp.zeros((4, 3), bool))
-    with pytest.raises(ValueError, match="carry batch shape"):
+    with pytest.raises(ValueError, match="carry of shape"):
         core.apply(params, core.initialize_carry((5,)), x, None)
     with pytest.raises(ValueError, match="state_size 6 is not divisible by blocks 4"):
         S5Core(d_model=4, state_size=6, blocks=4).init(jax.random.key(0), carry, x, None)
