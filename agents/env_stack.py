@@ -60,7 +60,8 @@ def make_env(cfg: EnvConfig, num_envs: int | None = None, split: Literal["train"
     if registered_meta and cfg.meta is not None:
         raise ValueError(f"env {cfg.name!r} is already a meta-RL task: drop env.meta (its options are env.kwargs)")
     if registered_meta and "split" in cfg.kwargs:
-        raise ValueError(f"env.kwargs.split is set by the trainer (train) and by evaluate's --split, not by {cfg.name!r}")
+        raise ValueError(f"{cfg.name!r} takes its split from the trainer (train) and evaluate's --split, "
+                         "not from env.kwargs.split")
     env, params = envs.make(cfg.name, **cfg.kwargs, **({"split": split} if registered_meta else {}))
     if not (isinstance(env.observation_space(params), spaces.Box) and len(env.observation_space(params).shape) == 1):
         env = FlattenObservation(env)

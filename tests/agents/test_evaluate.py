@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from ssmrl.agents.env_stack import EnvConfig
+from ssmrl.agents.env_stack import EnvConfig, MetaConfig
 from ssmrl.agents.evaluate import (
     SPLITS,
     evaluate_policy,
@@ -18,12 +18,14 @@ from ssmrl.agents.evaluate import (
     make_evaluator,
     parse_args,
     render_episode,
+    with_episodes_per_trial,
 )
 from ssmrl.agents.ppo import PPOConfig, make_ppo
 from ssmrl.checkpoint import Checkpointer
 from ssmrl.cli import main, resolve_config
 from ssmrl.config import save_yaml
 from ssmrl.runner import initial_state
+from tests.scripts import load_script
 
 TINY = """
 algo: ppo
@@ -193,3 +195,62 @@ def test_normalised_runs_need_their_statistics(repeat_policy):
         evaluate_policy(config, params, jax.random.PRNGKey(0), 2, greedy=True)
     with pytest.raises(ValueError, match="unknown split 'val'; accepted: \\['train', 'test'\\]"):
         evaluate_policy(REPEAT, params, jax.random.PRNGKey(0), 2, greedy=True, split="val")
+
+
+# ---- MetaStatelessCartPole (popjaxrl's meta task): train 2 updates, per-trial curve, scripts/meta_curve.py ------
+
+META_CARTPOLE = """
+algo: ppo
+checkpoint_every: 2
+num_seeds: 1
+progress: false
+tensorboard: false
+ppo:
+  env: {name: MetaStatelessCartPole, num_envs: 4}
+  core: s5
+  core_kwargs: {d_model: 8, state_size: 4, n_layers: 1}
+  hidden: 8
+  num_steps: 16
+  update_epochs: 1
+  num_minibatches: 1
+  total_timesteps: 128
+"""
+
+
+@pytest.fixture(scope="module")
+def meta_cartpole_run(tmp_path_factory):
+    """A tiny PPO-S5 trained through the CLI for 2 updates of MetaStatelessCartPole (checkpoint 2)."""
+    folder = tmp_path_factory.mktemp("meta_cartpole")
+    (folder / "config.yaml").write_text(META_CARTPOLE)
+    assert main(["train", str(folder / "config.yaml"), f"out_dir={folder / 's5'}"]) == 0
+    return folder / "s5"
+
+
+def test_meta_cartpole_trains_and_evaluates_a_curve_over_its_16_trials(meta_cartpole_run, tmp_path, capsys):
+    result = evaluate(str(meta_cartpole_run), tmp_path, "mc", "--episodes", "2")
+    assert result["checkpoint"] == 2 and result["settings"]["split"] == "test"
+    assert result["settings"]["episodes_per_trial"] == 16
+    returns = np.array(result["per_seed"][0]["returns"])
+    assert returns.shape == (2, 16) and len(result["mean_per_episode"]) == 16
+    assert np.all((returns > 0) & (returns <= 1.0 + 1e-6))  # a trial returns the fraction of 200 steps survived
+    assert "mean return per inner episode: 1:" in capsys.readouterr().out
+
+    script = load_script("meta_curve")
+    (meta_cartpole_run / "eval.json").write_text(json.dumps(result))
+    script.main([str(meta_cartpole_run), "--out", str(tmp_path / "curve")])
+    table = (tmp_path / "curve.md").read_text().splitlines()
+    assert table[0] == "| trial | s5 |" and len(table) == 2 + 16 + 1 and table[-1].endswith("| 1 x 2 |")
+    with Image.open(tmp_path / "curve.png") as png:
+        assert png.size[0] > 100
+    curves = json.loads((tmp_path / "curve.json").read_text())
+    np.testing.assert_allclose(curves[0]["mean"], result["mean_per_episode"])
+
+
+def test_episodes_per_trial_is_for_meta_runs(cartpole_run, capsys):
+    """--episodes-per-trial K evaluates K trials per episode (past the training horizon, as the paper's 32)."""
+    for name, meta in (("MetaStatelessCartPole", None), ("CartPole-v1", MetaConfig(obs_dim=4))):
+        config = PPOConfig(env=EnvConfig(name=name, meta=meta))
+        _, params = with_episodes_per_trial(config, 32).make_env(num_envs=1)
+        assert params.episodes_per_trial == 32
+    assert main(["evaluate", cartpole_run, "--episodes-per-trial", "4"]) == 2
+    assert "--episodes-per-trial is for meta-RL runs" in capsys.readouterr().err

@@ -224,7 +224,8 @@ def test_meta_cartpole_16_trials_from_one_initial_state_and_one_projection_per_e
             if terminated[t, n]:  # a new episode: new initial state and projection, counters restart
                 assert trials == MC_TRIALS - 1 and episode_done[t, n] and length <= MC_MAX_STEPS
                 assert not np.allclose(steps["projection"][t, n], projection) and base[t, n, 4] == 0
-                start, start_obs, projection, trials, length = base[t, n], obs[t, n, :4], steps["projection"][t, n], 0, 0
+                start, start_obs, projection = base[t, n], obs[t, n, :4], steps["projection"][t, n]
+                trials, length = 0, 0
                 continue
             assert np.array_equal(steps["projection"][t, n], projection), t  # fixed within the episode
             if episode_done[t, n]:  # the next trial restarts from the episode's initial state and observation
