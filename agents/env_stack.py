@@ -21,7 +21,10 @@ from ssmrl.envs.wrappers import FlattenObservation, LogWrapper, NormalizeObserva
 
 @dataclasses.dataclass(frozen=True)
 class MetaConfig:
-    """`ssmrl.envs.meta.MetaRL` options: trials of random projections of the base env (Lu et al. 2023)."""
+    """`ssmrl.envs.meta.MetaRL` options: trials of random projections of the base env (Lu et al. 2023).
+
+    `same_initial_state`, `prev_action_obs`, `trial_start_obs`: the options of popjaxrl's released task (its
+    registered form is the env "MetaStatelessCartPole", which takes no `meta` section)."""
 
     obs_dim: int = 16
     action_dim: int | None = None

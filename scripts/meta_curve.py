@@ -79,7 +79,7 @@ def plot(curves: list[dict], path: Path) -> None:
     envs = sorted({str(c["env"]) for c in curves})
     ax.set_title(f"{', '.join(envs)}: return per trial within an episode ({'/'.join(splits)} tasks)", fontsize=10)
     ax.set_xlabel("trial within the episode")
-    ax.set_ylabel("mean return of the trial")
+    ax.set_ylabel("mean return of the trial (band: s.e. over seeds)")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.savefig(path, dpi=120)

@@ -126,6 +126,7 @@ def test_meta_rl_returns_one_row_of_inner_episodes_per_env(meta_run, tmp_path, c
     [
         (["--split", "val"], "invalid choice: 'val'"),
         (["--split", "test"], "--split test is for meta-RL runs"),
+        (["--episodes-per-trial", "4"], "--episodes-per-trial is for meta-RL runs"),
         (["--episodes", "0"], "expected an integer >= 1, got '0'"),
         (["--seed-index", "2"], "--seed-index 2 is out of range: the run has seeds 0..1"),
         (["--checkpoint", "7"], "no checkpoint for step 7"),
@@ -207,8 +208,8 @@ progress: false
 tensorboard: false
 ppo:
   env: {name: MetaStatelessCartPole, num_envs: 4}
-  core: s5
-  core_kwargs: {d_model: 8, state_size: 4, n_layers: 1}
+  core: mlp
+  core_kwargs: {features: 8}
   hidden: 8
   num_steps: 16
   update_epochs: 1
@@ -219,11 +220,11 @@ ppo:
 
 @pytest.fixture(scope="module")
 def meta_cartpole_run(tmp_path_factory):
-    """A tiny PPO-S5 trained through the CLI for 2 updates of MetaStatelessCartPole (checkpoint 2)."""
+    """A tiny PPO (MLP core: the cheapest compile) trained through the CLI for 2 updates of MetaStatelessCartPole."""
     folder = tmp_path_factory.mktemp("meta_cartpole")
     (folder / "config.yaml").write_text(META_CARTPOLE)
-    assert main(["train", str(folder / "config.yaml"), f"out_dir={folder / 's5'}"]) == 0
-    return folder / "s5"
+    assert main(["train", str(folder / "config.yaml"), f"out_dir={folder / 'mlp'}"]) == 0
+    return folder / "mlp"
 
 
 def test_meta_cartpole_trains_and_evaluates_a_curve_over_its_16_trials(meta_cartpole_run, tmp_path, capsys):
@@ -239,18 +240,16 @@ def test_meta_cartpole_trains_and_evaluates_a_curve_over_its_16_trials(meta_cart
     (meta_cartpole_run / "eval.json").write_text(json.dumps(result))
     script.main([str(meta_cartpole_run), "--out", str(tmp_path / "curve")])
     table = (tmp_path / "curve.md").read_text().splitlines()
-    assert table[0] == "| trial | s5 |" and len(table) == 2 + 16 + 1 and table[-1].endswith("| 1 x 2 |")
+    assert table[0] == "| trial | mlp |" and len(table) == 2 + 16 + 1 and table[-1].endswith("| 1 x 2 |")
     with Image.open(tmp_path / "curve.png") as png:
         assert png.size[0] > 100
     curves = json.loads((tmp_path / "curve.json").read_text())
     np.testing.assert_allclose(curves[0]["mean"], result["mean_per_episode"])
 
 
-def test_episodes_per_trial_is_for_meta_runs(cartpole_run, capsys):
+def test_episodes_per_trial_sets_the_meta_env_s_trials():
     """--episodes-per-trial K evaluates K trials per episode (past the training horizon, as the paper's 32)."""
     for name, meta in (("MetaStatelessCartPole", None), ("CartPole-v1", MetaConfig(obs_dim=4))):
         config = PPOConfig(env=EnvConfig(name=name, meta=meta))
         _, params = with_episodes_per_trial(config, 32).make_env(num_envs=1)
         assert params.episodes_per_trial == 32
-    assert main(["evaluate", cartpole_run, "--episodes-per-trial", "4"]) == 2
-    assert "--episodes-per-trial is for meta-RL runs" in capsys.readouterr().err
