@@ -37,9 +37,10 @@ from matplotlib.animation import PillowWriter
 from matplotlib.figure import Figure
 
 import ssmrl.envs as envs
+from ssmrl.agents.env_stack import is_meta
 from ssmrl.agents.ppo import PPOConfig, act
 from ssmrl.envs.gymnax_adapter import GymnaxAdapter
-from ssmrl.envs.meta import SPLITS
+from ssmrl.envs.meta import SPLITS, is_meta_env
 from ssmrl.envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
 from ssmrl.envs.wrappers import CheckActions, NormalizeObservation, NormalizeState, positive_int
 from ssmrl.rl.evaluation import EvalArgumentParser, of_seed, positive_count
@@ -105,7 +106,8 @@ def make_evaluator(config: PPOConfig, num_episodes: int, greedy: bool, split: st
     network = config.make_network(env, env_params)
     num_envs = env.num_envs
     normalizer = NormalizeObservation(env, update=False) if config.env.normalize_obs else None
-    per_trial = config.env.meta.episodes_per_trial if config.env.meta is not None else 1
+    meta = is_meta(config.env)
+    per_trial = env_params.episodes_per_trial if meta else 1
     rows = jnp.arange(num_envs)
 
     def start(key, obs_norm=None) -> Rollout:
@@ -151,7 +153,7 @@ def make_evaluator(config: PPOConfig, num_episodes: int, greedy: bool, split: st
 
         return jax.lax.while_loop(unfinished, lambda r: step(params, r)[0], start(key, obs_norm))
 
-    return Evaluator(start=start, step=step, run=run, num_envs=num_envs, meta=config.env.meta is not None,
+    return Evaluator(start=start, step=step, run=run, num_envs=num_envs, meta=meta,
                      action_space=env.action_space(env_params))
 
 
@@ -197,11 +199,11 @@ def render_kind(config: PPOConfig) -> str:
             raise ValueError(f"drawing {name!r} uses gymnasium's classic-control renderer, which needs pygame: "
                              "pip install pygame")
         return "gymnax"
-    if name in POPGYM_ENVS or name in POPGYM_ALIASES:
+    if name in POPGYM_ENVS or name in POPGYM_ALIASES or is_meta_env(name):
         return "timeline"
     raise ValueError(
-        f"--render cannot draw env {name!r}: it draws gymnax's {list(GYMNAX_DRAWABLE)} (gymnax's visualizer) and "
-        "the POPGym envs (observation timeline)"
+        f"--render cannot draw env {name!r}: it draws gymnax's {list(GYMNAX_DRAWABLE)} (gymnax's visualizer), "
+        "the POPGym envs and the registered meta-RL tasks (observation timeline)"
     )
 
 
@@ -293,6 +295,9 @@ def make_parser() -> EvalArgumentParser:
                         help="parallel envs, the first episode of each counts (default: 100)")
     parser.add_argument("--sample", action="store_true", help="sample actions (default: greedy)")
     parser.add_argument("--split", choices=SPLITS, help="meta-RL task split (default: test for meta-RL runs)")
+    parser.add_argument("--episodes-per-trial", type=positive_count, metavar="K",
+                        help="meta-RL: inner episodes per evaluated trial, e.g. past the training horizon "
+                             "(default: the config's)")
     parser.add_argument("--checkpoint", type=int, metavar="STEP", help="checkpoint step (default: the latest)")
     parser.add_argument("--seed-index", type=int, metavar="I", help="evaluate training seed I only (default: all)")
     parser.add_argument("--seed", type=int, default=0, metavar="S",
@@ -312,15 +317,30 @@ def summarize(returns: np.ndarray) -> tuple[float, float]:
     return float(per_episode.mean()), float(per_episode.std())
 
 
+def with_episodes_per_trial(config: PPOConfig, episodes: int) -> PPOConfig:
+    """`config` whose meta-RL env has `episodes` inner episodes per trial (the `meta` section's, or the registered
+    task's `episodes_per_trial` kwarg); the network does not depend on it."""
+    env = config.env
+    if env.meta is not None:
+        env = dataclasses.replace(env, meta=dataclasses.replace(env.meta, episodes_per_trial=episodes))
+    else:
+        env = dataclasses.replace(env, kwargs={**env.kwargs, "episodes_per_trial": episodes})
+    return dataclasses.replace(config, env=env)
+
+
 def evaluate_run(run, argv: list[str]) -> dict[str, Any]:
     """`ssmrl evaluate RUN_DIR [options]` of a PPO run (`run`: the `ssmrl.runner.RunFolder` the CLI opened):
     prints mean +- std return and writes the results as JSON."""
     args = parse_args(argv)
     run_dir, settings, config = run.path, run.settings, run.config
-    meta = config.env.meta is not None
+    meta = is_meta(config.env)
     if not meta and args.split == "test":
         raise ValueError(f"--split test is for meta-RL runs (held-out tasks); env {config.env.name!r} has no meta")
     split = args.split or ("test" if meta else "train")
+    if args.episodes_per_trial is not None:
+        if not meta:
+            raise ValueError(f"--episodes-per-trial is for meta-RL runs; env {config.env.name!r} has no meta")
+        config = with_episodes_per_trial(config, args.episodes_per_trial)
     if args.seed_index is not None and not 0 <= args.seed_index < settings.num_seeds:
         raise ValueError(
             f"--seed-index {args.seed_index} is out of range: the run has seeds 0..{settings.num_seeds - 1}"
@@ -354,7 +374,8 @@ def evaluate_run(run, argv: list[str]) -> dict[str, Any]:
     results: dict[str, Any] = {
         "run_dir": str(run_dir), "env": config.env.name, "checkpoint": step,
         "settings": {"episodes": args.episodes, "greedy": not args.sample, "split": split, "seed": args.seed,
-                     "seed_indices": seed_indices, "max_steps": args.max_steps},
+                     "seed_indices": seed_indices, "max_steps": args.max_steps,
+                     "episodes_per_trial": int(returns.shape[-1]) if meta else None},
         "per_seed": per_seed, "mean": mean, "std": std,
     }
     if meta:

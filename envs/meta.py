@@ -28,9 +28,21 @@ builds that setting on top of any single-agent env with gymnax's API and flat ob
   evaluation as in the paper (held-out base environments), train on MetaRL over some base envs and
   evaluate on MetaRL over others with the same ``obs_dim``/``action_dim`` (and ``split="test"``).
 
+* options that reproduce the authors' released discrete task (all off by default):
+  ``same_initial_state`` restarts every inner episode of a trial from the trial's first initial state
+  (and first observation) instead of a fresh random reset; ``prev_action_obs`` appends the previous
+  action (discrete: its index as a float; continuous: the agent's action vector; 0 at a trial's
+  start) before the episode flag; ``trial_start_obs`` appends a flag that is 1 on the first
+  observation of a trial. Observation = ``[obs @ W_obs, (prev action), episode_done, (trial_start)]``.
+
 Simplifications: one base env per :class:`MetaRL` (mix envs across the batch instead of sampling
-the env inside the trial); inner episodes restart from fresh random resets (the authors' release
-restarts every episode of a trial from the trial's first initial state).
+the env inside the trial); by default inner episodes restart from fresh random resets.
+
+Registered tasks: ``envs.make("MetaStatelessCartPole")`` (alias ``"NoisyStatelessMetaCartPole"``,
+popjaxrl's name) is popjaxrl's meta task, see :func:`make_meta_stateless_cartpole`.
+
+Terminology: here a *trial* is the outer unit (the agent's episode, one task) made of inner
+*episodes*; popjaxrl and the paper call the outer unit an episode and the inner one a trial.
 
 Usage::
 
@@ -46,6 +58,7 @@ import jax
 import jax.numpy as jnp
 from gymnax.environments import environment, spaces
 
+from ssmrl.envs.env_kwargs import split_kwargs
 from ssmrl.envs.wrappers import box_bounds, positive_int
 from ssmrl.ssm.initializers import orthogonal
 
@@ -65,6 +78,8 @@ class MetaState:
     """Base env state, the trial's task and the inner episodes finished so far.
 
     ``action_map``: float32 `[action_dim, A]` (continuous) or the int32 permutation `[n]` (discrete).
+    ``start_state``/``start_obs``: the trial's first base env state and observation with
+    ``same_initial_state`` (every inner episode restarts from them), else None.
     """
 
     env_state: Any
@@ -72,6 +87,8 @@ class MetaState:
     obs_projection: jax.Array
     action_map: jax.Array
     episode: jax.Array
+    start_state: Any = None
+    start_obs: Any = None
 
 
 class MetaRL(environment.Environment):
@@ -86,13 +103,17 @@ class MetaRL(environment.Environment):
         task_seed: seed of the task -> matrices map (same seed and id, same task).
         obs_scale: gain of the orthogonal observation projection.
         permute_actions: permute discrete actions per task.
+        same_initial_state: every inner episode of a trial restarts from the trial's first initial state.
+        prev_action_obs: append the previous action to the observation (before the episode flag).
+        trial_start_obs: append a flag that is 1 on a trial's first observation (after the episode flag).
     """
 
     def __init__(
         self, env: Any, env_params: Any, obs_dim: int = 16, action_dim: int | None = None,
         episodes_per_trial: int = 16, split: str = "train", num_train_tasks: int = 2**20,
         num_test_tasks: int = 2**10, task_seed: int = 0, obs_scale: float = math.sqrt(2.0),
-        permute_actions: bool = True,
+        permute_actions: bool = True, same_initial_state: bool = False, prev_action_obs: bool = False,
+        trial_start_obs: bool = False,
     ):
         super().__init__()
         obs_space, action_space = env.observation_space(env_params), env.action_space(env_params)
@@ -118,6 +139,8 @@ class MetaRL(environment.Environment):
         self.num_test_tasks = positive_int("num_test_tasks", num_test_tasks)
         self.task_seed, self.obs_scale, self.permute_actions = int(task_seed), float(obs_scale), permute_actions
         self._base_obs_dim = int(obs_space.shape[0])
+        self.same_initial_state = bool(same_initial_state)
+        self.prev_action_obs, self.trial_start_obs = bool(prev_action_obs), bool(trial_start_obs)
 
     @property
     def default_params(self) -> MetaParams:
@@ -152,9 +175,23 @@ class MetaRL(environment.Environment):
             action_map = jnp.arange(self.action_dim, dtype=jnp.int32)
         return obs_projection, action_map
 
-    def _observe(self, obs: jax.Array, projection: jax.Array, episode_start: jax.Array) -> jax.Array:
-        projected = jnp.asarray(obs, jnp.float32) @ projection
-        return jnp.concatenate([projected, jnp.asarray(episode_start, jnp.float32)[None]])
+    @property
+    def _prev_action_size(self) -> int:
+        if not self.prev_action_obs:
+            return 0
+        return 1 if self._discrete else self.action_dim
+
+    def _observe(
+        self, obs: jax.Array, projection: jax.Array, prev_action: jax.Array, episode_start: jax.Array,
+        trial_start: bool,
+    ) -> jax.Array:
+        parts = [jnp.asarray(obs, jnp.float32) @ projection]
+        if self.prev_action_obs:
+            parts.append(jnp.reshape(jnp.asarray(prev_action, jnp.float32), (self._prev_action_size,)))
+        parts.append(jnp.asarray(episode_start, jnp.float32)[None])
+        if self.trial_start_obs:
+            parts.append(jnp.full((1,), float(trial_start), jnp.float32))
+        return jnp.concatenate(parts)
 
     def env_action(self, action_map: jax.Array, action: jax.Array) -> jax.Array:
         """The base env's action for the agent's ``action`` under a task's ``action_map``."""
@@ -172,8 +209,11 @@ class MetaRL(environment.Environment):
         state = MetaState(
             env_state=env_state, task_id=task_id, obs_projection=obs_projection, action_map=action_map,
             episode=jnp.int32(0),
+            start_state=env_state if self.same_initial_state else None,
+            start_obs=obs if self.same_initial_state else None,
         )
-        return self._observe(obs, obs_projection, jnp.bool_(False)), state
+        no_action = jnp.zeros((self._prev_action_size,), jnp.float32)
+        return self._observe(obs, obs_projection, no_action, jnp.bool_(False), True), state
 
     def step_env(
         self, key: jax.Array, state: MetaState, action: jax.Array, params: MetaParams
@@ -182,20 +222,84 @@ class MetaRL(environment.Environment):
             key, state.env_state, self.env_action(state.action_map, action), params.env_params
         )
         episode_done = jnp.logical_or(terminated, truncated)
+        if self.same_initial_state:  # the base env auto-reset to a fresh state: restart from the trial's first
+            env_state = jax.tree.map(lambda s, x: jnp.where(episode_done, s, x), state.start_state, env_state)
+            obs = jnp.where(episode_done, state.start_obs, obs)
         episode = state.episode + episode_done.astype(jnp.int32)
         state = state.replace(env_state=env_state, episode=episode)
         info = {"episode_done": episode_done, "task_id": state.task_id}
         trial_done = episode >= params.episodes_per_trial
-        return self._observe(obs, state.obs_projection, episode_done), state, reward, trial_done, info
+        obs = self._observe(obs, state.obs_projection, action, episode_done, False)
+        return obs, state, reward, trial_done, info
 
     def is_truncated(self, state: MetaState, params: MetaParams) -> jax.Array:
         """Trials end only after their episodes (``terminated``), never by a time limit."""
         return jnp.bool_(False)
 
     def observation_space(self, params: MetaParams) -> spaces.Box:
-        return spaces.Box(-jnp.inf, jnp.inf, (self.obs_dim + 1,), jnp.float32)
+        size = self.obs_dim + self._prev_action_size + 1 + int(self.trial_start_obs)
+        return spaces.Box(-jnp.inf, jnp.inf, (size,), jnp.float32)
 
     def action_space(self, params: MetaParams) -> spaces.Discrete | spaces.Box:
         if self._discrete:
             return spaces.Discrete(self.action_dim)
         return spaces.Box(-1.0, 1.0, (self.action_dim,), jnp.float32)
+
+
+# ---- registered tasks ------------------------------------------------------------------------------------------
+
+META_CARTPOLE_KWARGS = ("split", "episodes_per_trial", "max_episode_length", "num_train_tasks", "num_test_tasks",
+                        "task_seed")
+
+
+def make_meta_stateless_cartpole(**kwargs: Any) -> tuple[MetaRL, MetaParams]:
+    """popjaxrl's meta task (Lu et al. 2023, "Randomly-Projected CartPole In-Context"), as ``(env, params)``.
+
+    Source: github.com/luchris429/popjaxrl, ``envs/environments/meta_cartpole.py``
+    (``NoisyStatelessMetaCartPole``) over ``envs/environments/popgym_cartpole.py``
+    (``NoisyStatelessCartPole(max_steps_in_episode=200, noise_sigma=0.0)``). The same task here:
+
+    * base env: POPGym's stateless CartPole without noise (:class:`PositionOnlyCartPole`, observation
+      ``(x, theta)`` clipped to twice the thresholds), inner episodes (popjaxrl: trials) of at most 200
+      steps; reward 1/200 per step, the step on which the pole falls included (popjaxrl's -1 branch
+      never fires: its meta env restarts a finished trial at once), so an inner episode returns the
+      fraction of 200 steps survived, in (0, 1], and a trial (popjaxrl: episode) at most 16.
+    * 16 inner episodes per trial, all from the trial's one initial state ``U(-0.05, 0.05)^4``.
+    * observation ``[7]`` = ``[W (x, theta) [4], previous action, episode_done, trial_start]``: ``W`` is
+      ``Dense(4)`` with orthogonal kernel init of gain sqrt(2) and zero bias (``[2, 4]``), drawn at the
+      start of every trial and fixed within it; previous action 0/1 (0 at a trial's start);
+      ``episode_done`` 1 on the observation after an inner episode ended (the restart observation);
+      ``trial_start`` 1 on the first observation of a trial. Actions Discrete(2), not permuted.
+
+    Deviations: popjaxrl draws the projection from the reset key, from a continuous distribution; here it
+    comes from a task id, so that held-out projections exist: ``split="train"`` draws among
+    ``num_train_tasks`` (2^20) ids, ``split="test"`` among ``num_test_tasks`` (2^10) disjoint ones
+    (:class:`MetaRL`). popjaxrl's training stack also wraps the env in ``AliasPrevActionV2`` (one-hot previous
+    action and a first-step flag appended, ``run_popgym.py``); ssmrl's PPO appends the one-hot previous action
+    and the previous reward instead (``env.prev_action_reward``, see ``configs/ppo_meta_cartpole.yaml``).
+    The paper's text also projects actions; popjaxrl's code does not, and neither does this env.
+
+    Kwargs: ``split``, ``episodes_per_trial`` (16), ``max_episode_length`` (200), ``num_train_tasks``,
+    ``num_test_tasks``, ``task_seed``.
+    """
+    from ssmrl.envs.popgym.cartpole import PositionOnlyCartPole
+
+    split_kwargs("MetaStatelessCartPole", kwargs, META_CARTPOLE_KWARGS, None)  # ValueError on unknown kwargs
+    base = PositionOnlyCartPole(max_episode_length=kwargs.pop("max_episode_length", 200), noise_sigma=0.0)
+    env = MetaRL(
+        base, base.default_params, obs_dim=4, episodes_per_trial=kwargs.pop("episodes_per_trial", 16),
+        obs_scale=math.sqrt(2.0), permute_actions=False, same_initial_state=True, prev_action_obs=True,
+        trial_start_obs=True, **kwargs,
+    )
+    return env, env.default_params
+
+
+META_ENVS = {"MetaStatelessCartPole": make_meta_stateless_cartpole}
+"""Registered meta-RL tasks: name -> ``factory(**kwargs) -> (env, params)``; they accept ``split``."""
+META_ALIASES = {"NoisyStatelessMetaCartPole": "MetaStatelessCartPole"}
+"""popjaxrl's names of the registered meta-RL tasks."""
+
+
+def is_meta_env(name: str) -> bool:
+    """Whether ``name`` (canonical or alias) is a registered meta-RL task, built with a ``split`` kwarg."""
+    return name in META_ENVS or name in META_ALIASES

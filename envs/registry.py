@@ -3,7 +3,8 @@
 Families register lazily, the first time a name of theirs is asked for (brax and jaxmarl are slow to
 import): POPGym (``"RepeatPrevious-Easy"`` and POPGym's / popjaxrl's aliases), gymnax (its own names,
 also as ``"gymnax/<name>"``), brax (``"brax/<name>"``), jaxmarl (``"jaxmarl/<name>"``) and S4WM's memory
-world-model suites (``"memory_wm/<name>"``).
+world-model suites (``"memory_wm/<name>"``), and the registered meta-RL tasks of ``envs.meta``
+(``"MetaStatelessCartPole"``).
 """
 
 import difflib
@@ -58,9 +59,18 @@ def _load_memory_wm() -> None:
         _add(PREFIX + name, _with_default_params(build))
 
 
+def _load_meta() -> None:
+    from ssmrl.envs.meta import META_ALIASES, META_ENVS
+
+    for name, factory in META_ENVS.items():
+        _add(name, factory)
+    for alias, name in META_ALIASES.items():
+        _add_alias(alias, name)
+
+
 _LOADERS: dict[str, Callable[[], None]] = {
-    "gymnax": _load_gymnax, "popgym": _load_popgym, "brax": _load_brax, "jaxmarl": _load_jaxmarl,
-    "memory_wm": _load_memory_wm,
+    "gymnax": _load_gymnax, "popgym": _load_popgym, "meta": _load_meta, "brax": _load_brax,
+    "jaxmarl": _load_jaxmarl, "memory_wm": _load_memory_wm,
 }
 
 
@@ -69,7 +79,7 @@ def _families(name: str) -> tuple[str, ...]:
     for family in ("brax", "jaxmarl", "memory_wm"):
         if name.startswith(family + "/"):
             return (family,)
-    return ("gymnax", "popgym")
+    return ("gymnax", "popgym", "meta")
 
 
 _LOADING = threading.RLock()  # envs may be made from several threads (e.g. scripts/bench_ppo.py's compile pool)

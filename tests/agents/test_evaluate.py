@@ -10,7 +10,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
-from ssmrl.agents.env_stack import EnvConfig
+from ssmrl.agents.env_stack import EnvConfig, MetaConfig
 from ssmrl.agents.evaluate import (
     SPLITS,
     evaluate_policy,
@@ -18,12 +18,14 @@ from ssmrl.agents.evaluate import (
     make_evaluator,
     parse_args,
     render_episode,
+    with_episodes_per_trial,
 )
 from ssmrl.agents.ppo import PPOConfig, make_ppo
 from ssmrl.checkpoint import Checkpointer
 from ssmrl.cli import main, resolve_config
 from ssmrl.config import save_yaml
 from ssmrl.runner import initial_state
+from tests.scripts import load_script
 
 TINY = """
 algo: ppo
@@ -124,6 +126,7 @@ def test_meta_rl_returns_one_row_of_inner_episodes_per_env(meta_run, tmp_path, c
     [
         (["--split", "val"], "invalid choice: 'val'"),
         (["--split", "test"], "--split test is for meta-RL runs"),
+        (["--episodes-per-trial", "4"], "--episodes-per-trial is for meta-RL runs"),
         (["--episodes", "0"], "expected an integer >= 1, got '0'"),
         (["--seed-index", "2"], "--seed-index 2 is out of range: the run has seeds 0..1"),
         (["--checkpoint", "7"], "no checkpoint for step 7"),
@@ -193,3 +196,60 @@ def test_normalised_runs_need_their_statistics(repeat_policy):
         evaluate_policy(config, params, jax.random.PRNGKey(0), 2, greedy=True)
     with pytest.raises(ValueError, match="unknown split 'val'; accepted: \\['train', 'test'\\]"):
         evaluate_policy(REPEAT, params, jax.random.PRNGKey(0), 2, greedy=True, split="val")
+
+
+# ---- MetaStatelessCartPole (popjaxrl's meta task): train 2 updates, per-trial curve, scripts/meta_curve.py ------
+
+META_CARTPOLE = """
+algo: ppo
+checkpoint_every: 2
+num_seeds: 1
+progress: false
+tensorboard: false
+ppo:
+  env: {name: MetaStatelessCartPole, num_envs: 4}
+  core: mlp
+  core_kwargs: {features: 8}
+  hidden: 8
+  num_steps: 16
+  update_epochs: 1
+  num_minibatches: 1
+  total_timesteps: 128
+"""
+
+
+@pytest.fixture(scope="module")
+def meta_cartpole_run(tmp_path_factory):
+    """A tiny PPO (MLP core: the cheapest compile) trained through the CLI for 2 updates of MetaStatelessCartPole."""
+    folder = tmp_path_factory.mktemp("meta_cartpole")
+    (folder / "config.yaml").write_text(META_CARTPOLE)
+    assert main(["train", str(folder / "config.yaml"), f"out_dir={folder / 'mlp'}"]) == 0
+    return folder / "mlp"
+
+
+def test_meta_cartpole_trains_and_evaluates_a_curve_over_its_16_trials(meta_cartpole_run, tmp_path, capsys):
+    result = evaluate(str(meta_cartpole_run), tmp_path, "mc", "--episodes", "2")
+    assert result["checkpoint"] == 2 and result["settings"]["split"] == "test"
+    assert result["settings"]["episodes_per_trial"] == 16
+    returns = np.array(result["per_seed"][0]["returns"])
+    assert returns.shape == (2, 16) and len(result["mean_per_episode"]) == 16
+    assert np.all((returns > 0) & (returns <= 1.0 + 1e-6))  # a trial returns the fraction of 200 steps survived
+    assert "mean return per inner episode: 1:" in capsys.readouterr().out
+
+    script = load_script("meta_curve")
+    (meta_cartpole_run / "eval.json").write_text(json.dumps(result))
+    script.main([str(meta_cartpole_run), "--out", str(tmp_path / "curve")])
+    table = (tmp_path / "curve.md").read_text().splitlines()
+    assert table[0] == "| trial | mlp |" and len(table) == 2 + 16 + 1 and table[-1].endswith("| 1 x 2 |")
+    with Image.open(tmp_path / "curve.png") as png:
+        assert png.size[0] > 100
+    curves = json.loads((tmp_path / "curve.json").read_text())
+    np.testing.assert_allclose(curves[0]["mean"], result["mean_per_episode"])
+
+
+def test_episodes_per_trial_sets_the_meta_env_s_trials():
+    """--episodes-per-trial K evaluates K trials per episode (past the training horizon, as the paper's 32)."""
+    for name, meta in (("MetaStatelessCartPole", None), ("CartPole-v1", MetaConfig(obs_dim=4))):
+        config = PPOConfig(env=EnvConfig(name=name, meta=meta))
+        _, params = with_episodes_per_trial(config, 32).make_env(num_envs=1)
+        assert params.episodes_per_trial == 32

@@ -140,3 +140,107 @@ def test_bad_arguments():
         MetaRL(catch, params)
     with pytest.raises(ValueError, match="episodes_per_trial"):
         MetaRL(CARTPOLE, CARTPOLE_PARAMS, episodes_per_trial=0)
+
+
+# ---- MetaStatelessCartPole: popjaxrl's meta task ---------------------------------------------------------------
+
+MC_TRIALS, MC_MAX_STEPS = 16, 200
+MC_CONTROLLED, MC_RANDOM = 2, 6  # envs 0-1 act with a true-state controller, the others at random
+MC_ENVS, MC_STEPS = MC_CONTROLLED + MC_RANDOM, MC_TRIALS * MC_MAX_STEPS
+
+
+@pytest.fixture(scope="module")
+def meta_cartpole():
+    """One jitted, vmapped rollout of MetaStatelessCartPole for 3200 steps: ``(env, params, obs0, state0, steps)``
+    with numpy `[T, N, ...]` steps. The controller keeps the pole up for whole trials (1 episode of 16 x 200 steps);
+    random actions drop it within ~22 steps (several episodes)."""
+    env, params = envs.make("MetaStatelessCartPole")
+    controlled = jnp.arange(MC_ENVS) < MC_CONTROLLED
+
+    @jax.jit
+    def run(key):
+        key_reset, key_steps = jax.random.split(key)
+        obs0, state0 = jax.vmap(env.reset, (0, None))(jax.random.split(key_reset, MC_ENVS), params)
+
+        def body(state, key):
+            key_act, key_step = jax.random.split(key)
+            s = state.env_state
+            feedback = s.x + 1.5 * s.x_dot + 18.0 * s.theta + 3.0 * s.theta_dot
+            action = jnp.where(controlled, feedback > 0, jax.random.bernoulli(key_act, 0.5, (MC_ENVS,)))
+            action = action.astype(jnp.int32)
+            obs, new_state, reward, terminated, truncated, info = jax.vmap(env.step, (0, 0, 0, None))(
+                jax.random.split(key_step, MC_ENVS), state, action, params
+            )
+            out = {"obs": obs, "action": action, "reward": reward, "terminated": terminated, "truncated": truncated,
+                   "episode_done": info["episode_done"], "projection": new_state.obs_projection,
+                   "trials_done": new_state.episode,
+                   "base": jnp.stack([s_.astype(jnp.float32) for s_ in (
+                       new_state.env_state.x, new_state.env_state.x_dot, new_state.env_state.theta,
+                       new_state.env_state.theta_dot, new_state.env_state.time)], -1)}
+            return new_state, out
+
+        return obs0, state0, jax.lax.scan(body, state0, jax.random.split(key_steps, MC_STEPS))[1]
+
+    obs0, state0, steps = jax.device_get(run(jax.random.key(3)))
+    return env, params, obs0, state0, steps
+
+
+def test_meta_cartpole_is_registered_with_popjaxrl_alias_and_settings(meta_cartpole):
+    env, params, obs0, _, steps = meta_cartpole
+    alias, alias_params = envs.make("NoisyStatelessMetaCartPole")
+    assert isinstance(env, MetaRL) and type(alias) is MetaRL and alias_params == params
+    assert params.episodes_per_trial == MC_TRIALS and params.env_params.max_steps_in_episode == MC_MAX_STEPS
+    assert params.env_params.noise_sigma == 0.0 and env.action_space(params).n == 2
+    assert env.observation_space(params).shape == (4 + 1 + 2,)  # projection, previous action, 2 flags
+    assert obs0.shape == (MC_ENVS, 7) and steps["obs"].shape == (MC_STEPS, MC_ENVS, 7) and obs0.dtype == np.float32
+    assert envs.make("MetaStatelessCartPole", split="test")[0].split == "test"
+    with pytest.raises(ValueError, match=r"unknown kwargs \['noise_sigma'\]"):
+        envs.make("MetaStatelessCartPole", noise_sigma=0.1)
+
+
+def test_meta_cartpole_flags_previous_action_and_reward(meta_cartpole):
+    _, _, obs0, _, steps = meta_cartpole
+    obs, terminated, episode_done = steps["obs"], steps["terminated"], steps["episode_done"]
+    np.testing.assert_array_equal(obs0[:, 4:], np.tile([0.0, 0.0, 1.0], (MC_ENVS, 1)))  # reset: no action, start
+    np.testing.assert_array_equal(obs[terminated][:, 4:], np.tile([0.0, 0.0, 1.0], (int(terminated.sum()), 1)))
+    running = ~terminated
+    np.testing.assert_array_equal(obs[running][:, 4], steps["action"][running])  # previous action
+    np.testing.assert_array_equal(obs[running][:, 5], episode_done[running])  # trial-done flag
+    np.testing.assert_array_equal(obs[running][:, 6], 0.0)  # episode-start flag
+    np.testing.assert_allclose(steps["reward"], 1.0 / MC_MAX_STEPS)  # the falling step included
+    assert not steps["truncated"].any()
+
+
+def test_meta_cartpole_16_trials_from_one_initial_state_and_one_projection_per_episode(meta_cartpole):
+    _, _, obs0, state0, steps = meta_cartpole
+    terminated, episode_done, obs, base = steps["terminated"], steps["episode_done"], steps["obs"], steps["base"]
+    assert terminated[:, MC_CONTROLLED:].sum(0).min() >= 2  # every random env finished 2+ episodes of 16 trials
+    s0 = state0.env_state
+    for n in range(MC_ENVS):
+        start = np.array([s0.x[n], s0.x_dot[n], s0.theta[n], s0.theta_dot[n], s0.time[n]], np.float32)
+        start_obs, projection, trials, length = obs0[n, :4], state0.obs_projection[n], 0, 0
+        for t in range(MC_STEPS):
+            length += 1
+            if terminated[t, n]:  # a new episode: new initial state and projection, counters restart
+                assert trials == MC_TRIALS - 1 and episode_done[t, n] and length <= MC_MAX_STEPS
+                assert not np.allclose(steps["projection"][t, n], projection) and base[t, n, 4] == 0
+                start, start_obs, projection = base[t, n], obs[t, n, :4], steps["projection"][t, n]
+                trials, length = 0, 0
+                continue
+            assert np.array_equal(steps["projection"][t, n], projection), t  # fixed within the episode
+            if episode_done[t, n]:  # the next trial restarts from the episode's initial state and observation
+                assert 1 <= length <= MC_MAX_STEPS
+                trials, length = trials + 1, 0
+                assert np.array_equal(base[t, n], start) and np.array_equal(obs[t, n, :4], start_obs), t
+            assert trials < MC_TRIALS and steps["trials_done"][t, n] == trials
+
+
+def test_meta_cartpole_trials_last_at_most_200_steps_and_return_at_most_one(meta_cartpole):
+    """The true-state controller keeps the pole up: 16 trials of exactly 200 steps, each returning 1.0."""
+    _, _, _, _, steps = meta_cartpole
+    episode_done, terminated = steps["episode_done"][:, :MC_CONTROLLED], steps["terminated"][:, :MC_CONTROLLED]
+    for n in range(MC_CONTROLLED):
+        np.testing.assert_array_equal(np.flatnonzero(episode_done[:, n]) + 1,
+                                      np.arange(1, MC_TRIALS + 1) * MC_MAX_STEPS)
+    assert terminated[-1].all() and not terminated[:-1].any()
+    np.testing.assert_allclose(steps["reward"][:, :MC_CONTROLLED].sum(0), float(MC_TRIALS), rtol=1e-4)  # 16 x 1.0

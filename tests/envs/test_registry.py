@@ -20,7 +20,8 @@ from ssmrl.envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
 from ssmrl.envs.registry import registered_names
 
 NUM_ENVS, NUM_STEPS = 64, 6
-DEFAULT_SUITE = {"CartPole-v1", "Pendulum-v1", "brax/inverted_pendulum", "jaxmarl/MPE_simple_spread_v3"}
+DEFAULT_SUITE = {"CartPole-v1", "Pendulum-v1", "brax/inverted_pendulum", "jaxmarl/MPE_simple_spread_v3",
+                 "MetaStatelessCartPole"}
 DEFAULT_SUITE |= {name for name in POPGYM_ENVS if name.endswith("-Easy")}
 NEEDS_NETWORK = {"MNISTBandit-bsuite"}  # downloads MNIST when built
 
@@ -156,6 +157,12 @@ def test_popgym_names_and_aliases():
         canonical_env, canonical_params = envs.make(name)
         assert type(env) is type(canonical_env)
         _assert_same(params, canonical_params)
+
+
+def test_meta_task_names_and_alias():
+    assert "MetaStatelessCartPole" in registered_names() and "NoisyStatelessMetaCartPole" not in registered_names()
+    env, params = envs.make("NoisyStatelessMetaCartPole", episodes_per_trial=3)
+    assert type(env) is type(envs.make("MetaStatelessCartPole")[0]) and params.episodes_per_trial == 3
 
 
 def test_gymnax_prefix_alias():
