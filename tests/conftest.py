@@ -6,7 +6,7 @@ from hypothesis import HealthCheck, settings
 jax.config.update("jax_default_matmul_precision", "highest")
 
 settings.register_profile(
-    "ssmrl", max_examples=15, deadline=None, derandomize=True,
+    "ssmrl", max_examples=10, deadline=None, derandomize=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 settings.load_profile("ssmrl")

@@ -87,8 +87,8 @@ def tiny(config_cls=MAPPOConfig, env="jaxmarl/MPE_simple_spread_v3", core="s5", 
 @pytest.mark.parametrize(
     "config",
     [
-        tiny(MAPPOConfig, core="s5"),
-        tiny(IPPOConfig, core="gru"),
+        pytest.param(tiny(MAPPOConfig, core="s5"), marks=pytest.mark.slow),  # MPE: the learning test trains on it
+        pytest.param(tiny(IPPOConfig, core="gru"), marks=pytest.mark.slow),  # IPPO and GRU: the two cases below
         tiny(MAPPOConfig, env="jaxmarl/HeuristicEnemySMAX", core="s5", env_kwargs=SMAX_3M),
         tiny(MAPPOConfig, env="jaxmarl/hanabi", core="gru"),
         tiny(IPPOConfig, env="jaxmarl/overcooked", core="s5", env_kwargs={"layout": "cramped_room"}),

@@ -35,7 +35,14 @@ def tiny(env="RepeatPrevious-Easy", core="s5", **kw) -> PPOConfig:
     return PPOConfig(**{**base, **kw})
 
 
-@pytest.mark.parametrize("core", sorted(TINY_CORES))
+# PPO's path is the same for every core (tests/ssm checks step == sequence == chunks for each core): the default
+# suite runs a memoryless, a complex-diagonal, a nonlinear and a chunked-SSD core; `-m slow` runs the rest.
+DEFAULT_CORES = ("mlp", "s5", "gru", "mamba2")
+
+
+@pytest.mark.parametrize(
+    "core", [c if c in DEFAULT_CORES else pytest.param(c, marks=pytest.mark.slow) for c in sorted(TINY_CORES)]
+)
 def test_training_sees_what_acting_saw(core):
     """Before the first gradient step the sequence-mode policy equals the step-mode one: ratio 1, no clipping."""
     _, metrics = jax.jit(make_train(tiny(core=core)))(jax.random.PRNGKey(1))
@@ -119,6 +126,7 @@ def learn(config: PPOConfig, seeds: int, last: int = 10) -> np.ndarray:
     return np.asarray(metrics["episode_return"][:, -last:]).mean(axis=1)
 
 
+@pytest.mark.slow  # PPO's learning test in the default suite is the S5 one below
 def test_mlp_solves_cartpole():
     """PPO-MLP on CartPole-v1, 250k steps, 4 seeds: the mean over seeds of the last 10 updates' return is >= 200
     (random policy: ~22; optimum 500). A statistic over seeds, not every seed above a high bar: XLA's CPU code
