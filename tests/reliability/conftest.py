@@ -2,12 +2,16 @@
 
 import pytest
 
+from ssmrl.algos import ALGOS
 from tests.reliability import toy
 
 
-@pytest.fixture(autouse=True, scope="session")
+@pytest.fixture(autouse=True, scope="module")
 def toy_algo():
+    """`algo: toy` for this folder's tests only: removed again, so other modules see the real trainers alone."""
     toy.register()
+    yield
+    ALGOS.pop("toy", None)
 
 
 @pytest.fixture
