@@ -26,6 +26,7 @@ import jax
 import numpy as np
 import orbax.checkpoint as ocp
 
+from ssmrl.closing import Closing
 from ssmrl.config import write_text_atomic
 
 MANIFEST = "{step}.files.json"
@@ -42,7 +43,7 @@ class DamagedCheckpoint(ValueError):
         self.step = step
 
 
-class Checkpointer:
+class Checkpointer(Closing):
     """Saves and restores pytrees of jax/numpy arrays (PRNG keys as raw uint32 arrays) in `directory`."""
 
     def __init__(self, directory: str | os.PathLike, keep: int = 3):
@@ -186,16 +187,6 @@ class Checkpointer:
 
     def close(self) -> None:
         self._manager.close()
-
-    def __enter__(self) -> Checkpointer:
-        return self
-
-    def __exit__(self, exc_type, *exc_info) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            with contextlib.suppress(Exception):  # never hide the error in flight behind a cleanup error
-                self.close()
 
     def _existing(self, step: int | None) -> int:
         steps = self.all_steps()

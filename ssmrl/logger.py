@@ -15,7 +15,6 @@ Files in `out_dir`:
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import json
 import math
@@ -30,11 +29,13 @@ import numpy as np
 from matplotlib.figure import Figure
 from tensorboardX import SummaryWriter
 
+from ssmrl.closing import Closing
+
 FIXED_COLUMNS = ("update", "env_steps", "seed", "wall_time_s", "sps")
 _INT_COLUMNS = ("update", "env_steps", "seed")
 
 
-class MetricsLogger:
+class MetricsLogger(Closing):
     """Writes the metrics of one training run (all its seeds) to `out_dir`; see the module docstring.
 
     With `start_update = k > 0` (resuming from the checkpoint of update k) the rows of `metrics.csv` after update
@@ -133,16 +134,6 @@ class MetricsLogger:
         panels = [(m, [(None, table)]) for m in self.plot_metrics if m in table]
         if panels and len(table["update"]):
             _plot(panels, self.out_dir / "learning_curve.png", self.title)
-
-    def __enter__(self) -> MetricsLogger:
-        return self
-
-    def __exit__(self, exc_type, *exc_info) -> None:
-        if exc_type is None:
-            self.close()
-        else:
-            with contextlib.suppress(Exception):  # never hide the error in flight behind a cleanup error
-                self.close()
 
     def _check(self, name: str, value) -> np.ndarray:
         value = np.asarray(value, dtype=np.float64)
