@@ -239,6 +239,7 @@ def test_world_model_loss_decreases_on_a_tiny_replay():
     run = jax.jit(lambda c, keys: jax.lax.scan(body, c, keys))
     (_, _, replay), terms = run((params, opt_state, replay), jax.random.split(jax.random.key(5), 40))
     losses = np.asarray(terms["wm_loss"])
+    print("world-model loss, first 5 / last 5 steps:", losses[:5].mean(), losses[-5:].mean())
     assert all(np.isfinite(np.asarray(v)).all() for v in terms.values())
     assert losses[-5:].mean() < 0.7 * losses[:5].mean(), losses
     assert int(replay.wm_count.sum()) == 40 * TINY.model.batch_size

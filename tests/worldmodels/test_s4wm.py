@@ -124,6 +124,7 @@ def test_elbo_terms_finite_and_decreasing():
         assert all(np.isfinite(float(v)) for v in terms.values()), terms
         history.append(terms)
     losses = [float(h["loss"]) for h in history]
+    print("S4WM loss per step:", losses)
     assert all(b < a for a, b in zip(losses, losses[1:], strict=False)), losses
     assert history[-1]["recon"] < history[0]["recon"]
 
