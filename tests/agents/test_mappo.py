@@ -17,6 +17,7 @@ from ssmrl.agents.evaluate import evaluate_policy
 from ssmrl.agents.mappo import IPPOConfig, MAPPOConfig, make_train
 from ssmrl.envs.multi_agent import AgentBatch, FlattenAgents
 from ssmrl.envs.wrappers import VecEnv
+from tests.compile_options import FULL_OPTIMIZATION
 
 SMAX_3M = {"scenario": "3m"}
 
@@ -130,7 +131,8 @@ def test_mappo_s5_learns_simple_spread():
         update_epochs=4, num_minibatches=4, lr=2e-3, gae_lambda=0.95, ent_coef=0.01, vf_coef=0.5,
         total_timesteps=100_000,
     )
-    _, metrics = jax.jit(jax.vmap(make_train(config)))(jax.random.split(jax.random.PRNGKey(0), 2))
+    train = jax.jit(jax.vmap(make_train(config)), compiler_options=FULL_OPTIMIZATION)
+    _, metrics = train(jax.random.split(jax.random.PRNGKey(0), 2))
     returns = np.asarray(metrics["episode_return"])
     first, last = returns[:, :2].mean(axis=1), returns[:, -3:].mean(axis=1)
     print("simple_spread first 2 / last 3 updates per seed:", first, last)

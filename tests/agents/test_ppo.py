@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from ssmrl.agents.env_stack import EnvConfig, MetaConfig
 from ssmrl.agents.ppo import PPOConfig, make_ppo, make_train
 from ssmrl.rl.returns import gae
+from tests.compile_options import FULL_OPTIMIZATION
 
 TINY_CORES = {
     "mlp": {"features": 8},
@@ -122,7 +123,8 @@ def test_bad_config_errors(change, message):
 
 def learn(config: PPOConfig, seeds: int, last: int = 10) -> np.ndarray:
     """Mean episode return of the last `last` updates, per seed `[seeds]` (seeds vmapped in one program)."""
-    _, metrics = jax.jit(jax.vmap(make_train(config)))(jax.random.split(jax.random.PRNGKey(0), seeds))
+    train = jax.jit(jax.vmap(make_train(config)), compiler_options=FULL_OPTIMIZATION)
+    _, metrics = train(jax.random.split(jax.random.PRNGKey(0), seeds))
     return np.asarray(metrics["episode_return"][:, -last:]).mean(axis=1)
 
 
