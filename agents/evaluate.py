@@ -13,9 +13,10 @@ The env stack is wrapped in `ssmrl.envs.wrappers.CheckActions`: a policy that se
 
 `--render` replays the evaluation of the first evaluated seed and draws env 0's first episode (the first trial
 for meta-RL configs) to RUN_DIR/episode.gif: with gymnax's own `Visualizer` for the gymnax envs it draws
-(`GYMNAX_DRAWABLE`; its classic-control envs need pygame), and for the POPGym envs, which have no renderer, with
-a generic "observation timeline": frame t shows the observation vectors the agent saw at steps 0..t as heatmap
-rows (previous action and reward included, as the agent sees them), with the action and reward of step t.
+(`GYMNAX_DRAWABLE`; its classic-control envs need pygame), and for the POPGym and state-tracking envs, which have
+no renderer, with a generic "observation timeline": frame t shows the observation vectors the agent saw at steps
+0..t as heatmap rows (previous action and reward included, as the agent sees them), with the action and reward of
+step t.
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from ssmrl.agents.ppo import PPOConfig, act
 from ssmrl.envs.gymnax_adapter import GymnaxAdapter
 from ssmrl.envs.meta import SPLITS, is_meta_env
 from ssmrl.envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
+from ssmrl.envs.state_tracking.suite import STATE_TRACKING_ALIASES, STATE_TRACKING_ENVS
 from ssmrl.envs.wrappers import CheckActions, NormalizeObservation, NormalizeState, positive_int
 from ssmrl.rl.evaluation import EvalArgumentParser, of_seed, positive_count
 from ssmrl.rl.paths import writable_file
@@ -199,11 +201,12 @@ def render_kind(config: PPOConfig) -> str:
             raise ValueError(f"drawing {name!r} uses gymnasium's classic-control renderer, which needs pygame: "
                              "pip install pygame")
         return "gymnax"
-    if name in POPGYM_ENVS or name in POPGYM_ALIASES or is_meta_env(name):
+    timeline = (POPGYM_ENVS, POPGYM_ALIASES, STATE_TRACKING_ENVS, STATE_TRACKING_ALIASES)
+    if any(name in names for names in timeline) or is_meta_env(name):
         return "timeline"
     raise ValueError(
         f"--render cannot draw env {name!r}: it draws gymnax's {list(GYMNAX_DRAWABLE)} (gymnax's visualizer), "
-        "the POPGym envs and the registered meta-RL tasks (observation timeline)"
+        "the POPGym and state-tracking envs and the registered meta-RL tasks (observation timeline)"
     )
 
 

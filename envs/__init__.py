@@ -1,4 +1,4 @@
-"""Environments with gymnax's API: POPGym, gymnax, brax and jaxmarl behind one ``make``.
+"""Environments with gymnax's API: POPGym, state-tracking tasks, gymnax, brax and jaxmarl behind one ``make``.
 
 ``env, params = envs.make(name, **kwargs)``; ``envs.registered_names()`` lists every name. Wrappers
 (logging, previous action/reward, normalisation, vectorisation, time limits) are in

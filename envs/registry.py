@@ -1,7 +1,8 @@
 """The name -> env registry behind :func:`ssmrl.envs.make`.
 
 Families register lazily, the first time a name of theirs is asked for (brax and jaxmarl are slow to
-import): POPGym (``"RepeatPrevious-Easy"`` and POPGym's / popjaxrl's aliases), gymnax (its own names,
+import): POPGym (``"RepeatPrevious-Easy"`` and POPGym's / popjaxrl's aliases), the POPGym-style
+state-tracking tasks (``"Parity-Easy"``, ``"ParityEasy"``), gymnax (its own names,
 also as ``"gymnax/<name>"``), brax (``"brax/<name>"``), jaxmarl (``"jaxmarl/<name>"``) and S4WM's memory
 world-model suites (``"memory_wm/<name>"``), and the registered meta-RL tasks of ``envs.meta``
 (``"MetaStatelessCartPole"``).
@@ -27,6 +28,15 @@ def _load_popgym() -> None:
     for name, build in POPGYM_ENVS.items():
         _add(name, _with_default_params(build))
     for alias, name in POPGYM_ALIASES.items():
+        _add_alias(alias, name)
+
+
+def _load_state_tracking() -> None:
+    from ssmrl.envs.state_tracking.suite import STATE_TRACKING_ALIASES, STATE_TRACKING_ENVS
+
+    for name, build in STATE_TRACKING_ENVS.items():
+        _add(name, _with_default_params(build))
+    for alias, name in STATE_TRACKING_ALIASES.items():
         _add_alias(alias, name)
 
 
@@ -69,8 +79,8 @@ def _load_meta() -> None:
 
 
 _LOADERS: dict[str, Callable[[], None]] = {
-    "gymnax": _load_gymnax, "popgym": _load_popgym, "meta": _load_meta, "brax": _load_brax,
-    "jaxmarl": _load_jaxmarl, "memory_wm": _load_memory_wm,
+    "gymnax": _load_gymnax, "popgym": _load_popgym, "state_tracking": _load_state_tracking, "meta": _load_meta,
+    "brax": _load_brax, "jaxmarl": _load_jaxmarl, "memory_wm": _load_memory_wm,
 }
 
 
@@ -79,7 +89,7 @@ def _families(name: str) -> tuple[str, ...]:
     for family in ("brax", "jaxmarl", "memory_wm"):
         if name.startswith(family + "/"):
             return (family,)
-    return ("gymnax", "popgym", "meta")
+    return ("gymnax", "popgym", "state_tracking", "meta")
 
 
 _LOADING = threading.RLock()  # envs may be made from several threads (e.g. scripts/bench_ppo.py's compile pool)

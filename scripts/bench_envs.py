@@ -24,10 +24,11 @@ QUICK_ENVS = ("RepeatPrevious-Easy", "CartPole-v1", "jaxmarl/MPE_simple_v3")
 
 
 def default_envs() -> list[str]:
-    """All POPGym envs at Easy, a few gymnax envs, one brax and one jaxmarl env."""
+    """All POPGym and state-tracking envs at Easy, a few gymnax envs, one brax and one jaxmarl env."""
     from ssmrl.envs.popgym.suite import POPGYM_ENVS
+    from ssmrl.envs.state_tracking.suite import STATE_TRACKING_ENVS
 
-    return [name for name in POPGYM_ENVS if name.endswith("-Easy")] + list(DEFAULT_EXTRA)
+    return [name for name in (*POPGYM_ENVS, *STATE_TRACKING_ENVS) if name.endswith("-Easy")] + list(DEFAULT_EXTRA)
 
 
 def sample_actions(env, params, key: jax.Array, num_envs: int):

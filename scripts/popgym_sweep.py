@@ -4,6 +4,8 @@
     python scripts/popgym_sweep.py --envs RepeatPrevious CountRecall --difficulties Easy \\
         --cores s5 gru --seeds 3 --total-timesteps 2000000 --jsonl runs/sweep.jsonl
     python scripts/popgym_sweep.py --summarize runs/sweep.jsonl             # pivot: env x core
+    python scripts/popgym_sweep.py --envs Parity ModularAddition PermutationComposition \\
+        env.prev_action_reward=false                                      # the state-tracking tasks (see below)
 
 The base config (`--config`, default configs/ppo_popgym.yaml: popjaxrl's PPO settings) is overridden per run by
 the env name and by the core preset below (width 256, as popjaxrl's S5 with 4 layers and state 256). POPGym
@@ -12,6 +14,8 @@ returns are normalised by the envs themselves to [-1, 1] (optimal 1), so they ar
 the maximum over updates (once that seed has finished an episode) of the mean episode return, then mean +- std over
 seeds; `max` = the best update of the seed-mean curve (`curve`, one value per update). `SPS` = env steps per second of
 all seeds together, compile time excluded. Each jsonl row also names its device, date, jax version and command.
+`--envs` also takes the state-tracking families (`ssmrl.envs.state_tracking`), never run by default; sweep them
+with `env.prev_action_reward=false`, since a memoryless policy solves them from its own previous action.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import numpy as np
 from ssmrl.agents.ppo import make_train
 from ssmrl.cli import resolve_config
 from ssmrl.envs.popgym.suite import POPGYM_ENVS
+from ssmrl.envs.state_tracking.suite import STATE_TRACKING_ENVS
 
 CORE_PRESETS = {
     "s5": {"d_model": 256, "state_size": 256, "n_layers": 4},
@@ -42,8 +47,8 @@ CORE_PRESETS = {
 }
 
 
-def families() -> list[str]:
-    return sorted({name.rsplit("-", 1)[0] for name in POPGYM_ENVS})
+def families(names=POPGYM_ENVS) -> list[str]:
+    return sorted({name.rsplit("-", 1)[0] for name in names})
 
 
 def run_one(base, env_name: str, core: str, seeds: int, total_timesteps: int | None) -> dict:
@@ -98,7 +103,8 @@ def summarize(paths: list[str]) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="configs/ppo_popgym.yaml")
-    parser.add_argument("--envs", nargs="+", default=families(), help=f"POPGym families, from {families()}")
+    parser.add_argument("--envs", nargs="+", default=families(), help=f"POPGym families, from {families()}, or "
+                        f"state-tracking ones, from {families(STATE_TRACKING_ENVS)}")
     parser.add_argument("--difficulties", nargs="+", default=["Easy", "Medium"])
     parser.add_argument("--cores", nargs="+", default=["s5", "gru", "lstm", "mlp"], choices=sorted(CORE_PRESETS))
     parser.add_argument("--seeds", type=int, default=3)
@@ -111,9 +117,10 @@ def main() -> None:
     if args.summarize:
         summarize(args.summarize)
         return
-    unknown = sorted(set(args.envs) - set(families()))
+    known = families() + families(STATE_TRACKING_ENVS)
+    unknown = sorted(set(args.envs) - set(known))
     if unknown:
-        parser.error(f"unknown POPGym families {unknown}; known: {families()}")
+        parser.error(f"unknown env families {unknown}; known: {known}")
     _, base, _ = resolve_config(args.config, args.overrides)
     began = time.perf_counter()
     print(f"# POPGym PPO sweep, {jax.devices()[0].device_kind}, {args.seeds} seeds", flush=True)

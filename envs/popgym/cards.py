@@ -113,7 +113,7 @@ def _make_at_level(cls: type, settings: Mapping[str, Any], **overrides: Any) -> 
 
 
 def difficulty_registry(
-    cls: type, levels: Mapping[str, Mapping[str, Any]], port_name: str | None = None
+    cls: type, levels: Mapping[str, Mapping[str, Any]], port_name: str | None = None, popgym_ids: bool = True
 ) -> tuple[dict[str, Callable[..., environment.Environment]], dict[str, str]]:
     """REGISTRY and ALIASES of one env class at POPGym's Easy/Medium/Hard settings.
 
@@ -121,6 +121,7 @@ def difficulty_registry(
         cls: the env class; its ``__name__`` is POPGym's env name.
         levels: ``{"Easy": settings, "Medium": ..., "Hard": ...}``, constructor kwargs per level.
         port_name: the popjaxrl ``make`` spelling of the name where it differs from POPGym's.
+        popgym_ids: whether to alias POPGym's gym ids (False for POPGym-style envs that POPGym lacks).
     Returns:
         ``{"<Name>-<Level>": factory(**overrides)}`` and ``{alias: canonical name}`` with POPGym's
         compact (``"<Name><Level>"``) and gym (``"popgym-<Name><Level>-v0"``) names and popjaxrl's.
@@ -131,6 +132,7 @@ def difficulty_registry(
     registry = {f"{name}-{level}": partial(_make_at_level, cls, settings) for level, settings in levels.items()}
     aliases = {}
     for level in LEVELS:
-        for alias in (f"{name}{level}", f"popgym-{name}{level}-v0", f"{port_name or name}{level}"):
+        gym_ids = (f"popgym-{name}{level}-v0",) if popgym_ids else ()
+        for alias in (f"{name}{level}", *gym_ids, f"{port_name or name}{level}"):
             aliases[alias] = f"{name}-{level}"
     return registry, aliases

@@ -21,7 +21,7 @@ MODULES = tuple(importlib.import_module(f"{__package__}.{name}") for name in MOD
 def merge_registries(
     modules: Iterable[ModuleType],
 ) -> tuple[dict[str, Callable[..., environment.Environment]], dict[str, str]]:
-    """Merge the ``REGISTRY`` and ``ALIASES`` of `modules`.
+    """Merge the ``REGISTRY`` and ``ALIASES`` of `modules` (POPGym's or another family's of the same shape).
 
     Raises:
         ValueError: a name registered twice (naming both modules), an alias equal to a canonical
@@ -34,12 +34,12 @@ def merge_registries(
         for table, merged in ((module.REGISTRY, envs), (module.ALIASES, aliases)):
             for name, entry in table.items():
                 if name in owners:
-                    raise ValueError(f"POPGym name {name!r} is defined by both {owners[name]} and {module.__name__}")
+                    raise ValueError(f"env name {name!r} is defined by both {owners[name]} and {module.__name__}")
                 owners[name] = module.__name__
                 merged[name] = entry
     dangling = sorted(alias for alias, target in aliases.items() if target not in envs)
     if dangling:
-        raise ValueError(f"POPGym aliases {dangling} point to unregistered names")
+        raise ValueError(f"aliases {dangling} point to unregistered names")
     return envs, aliases
 
 

@@ -1,8 +1,8 @@
 """envs.make and the registry: names, aliases, kwargs, errors, and the env contract of every registered env.
 
 The contract test compiles one vmapped rollout per env (about 1 s for POPGym and gymnax envs, 2-25 s for
-jaxmarl and brax ones on a 2-core CPU), so the default suite runs POPGym at Easy, two gymnax envs and one
-cheap brax and jaxmarl representative, and marks the other ~85 envs ``slow``.
+jaxmarl and brax ones on a 2-core CPU), so the default suite runs POPGym and the state-tracking tasks at Easy,
+two gymnax envs and one cheap brax and jaxmarl representative, and marks the other ~85 envs ``slow``.
 """
 
 import time
@@ -18,11 +18,12 @@ from ssmrl.envs.gymnax_adapter import gymnax_names
 from ssmrl.envs.jaxmarl_adapter import MultiAgentAdapter
 from ssmrl.envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
 from ssmrl.envs.registry import registered_names
+from ssmrl.envs.state_tracking.suite import STATE_TRACKING_ALIASES, STATE_TRACKING_ENVS
 
 NUM_ENVS, NUM_STEPS = 64, 6
 DEFAULT_SUITE = {"CartPole-v1", "Pendulum-v1", "brax/inverted_pendulum", "jaxmarl/MPE_simple_spread_v3",
                  "MetaStatelessCartPole"}
-DEFAULT_SUITE |= {name for name in POPGYM_ENVS if name.endswith("-Easy")}
+DEFAULT_SUITE |= {name for name in (*POPGYM_ENVS, *STATE_TRACKING_ENVS) if name.endswith("-Easy")}
 NEEDS_NETWORK = {"MNISTBandit-bsuite"}  # downloads MNIST when built
 
 
@@ -150,9 +151,9 @@ def test_names_cover_all_families():
     assert not any(name.startswith("gymnax/") for name in names)  # aliases are not listed
 
 
-def test_popgym_names_and_aliases():
-    assert set(POPGYM_ENVS) <= set(registered_names())
-    for alias, name in POPGYM_ALIASES.items():
+def test_popgym_and_state_tracking_names_and_aliases():
+    assert set(POPGYM_ENVS) | set(STATE_TRACKING_ENVS) <= set(registered_names())
+    for alias, name in {**POPGYM_ALIASES, **STATE_TRACKING_ALIASES}.items():
         env, params = envs.make(alias)
         canonical_env, canonical_params = envs.make(name)
         assert type(env) is type(canonical_env)
