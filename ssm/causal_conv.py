@@ -29,11 +29,13 @@ def last_reset(resets, width: int):
 class CausalConv(nn.Module):
     """Depthwise causal conv1d of width K: x `[T, *batch, C]` -> y `[T, *batch, C]`, carry `[*batch, K-1, C]`.
 
-    Initialised as PyTorch's Conv1d (kernel and bias uniform in +-1/sqrt(K)), as in Mamba's reference model.
+    Initialised as PyTorch's Conv1d (kernel and bias uniform in +-1/sqrt(K)), as in Mamba's reference model;
+    `use_bias=False` drops the bias (Gated DeltaNet's short convolutions).
     """
 
     features: int
     width: int = 4
+    use_bias: bool = True
 
     @nn.nowrap
     def initialize_carry(self, batch_shape: Sequence[int]):
@@ -52,7 +54,7 @@ class CausalConv(nn.Module):
         k, steps = self.width, x.shape[0]
         init = symmetric_uniform(k**-0.5)
         kernel = self.param("kernel", init, (k, self.features))
-        bias = self.param("bias", init, (self.features,))
+        bias = self.param("bias", init, (self.features,)) if self.use_bias else jnp.zeros((), x.dtype)
         start = last_reset(resets, k)[..., None]  # [T, *batch, 1]
         times = jnp.arange(steps).reshape((-1,) + (1,) * (x.ndim - 1))  # [T, 1.., 1]
         padded = jnp.concatenate([jnp.moveaxis(window, -2, 0).astype(x.dtype), x])  # [T+K-1, *batch, C]

@@ -38,7 +38,8 @@ from ssmrl.ssm.stack import StackedCore
 
 @chex.dataclass(frozen=True)
 class MambaState:
-    """Carry of one Mamba / Mamba-2 layer: conv window `[*batch, d_conv-1, C]` and SSM state `[*batch, ...]`."""
+    """Carry of one Mamba, Mamba-2 or Gated DeltaNet layer: conv window `[*batch, d_conv-1, C]` and state
+    `[*batch, ...]`."""
 
     conv: jax.Array
     ssm: jax.Array

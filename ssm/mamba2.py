@@ -101,19 +101,27 @@ def ssd_chunked(x, dt, a, b, c, resets, h0, chunk_size: int, method: str = "auto
     return y, h
 
 
+def a_log_init(a_min: float, a_max: float):
+    """Initialiser of A_log: log A with A ~ uniform[a_min, a_max] per head."""
+    return lambda key, shape, dtype=jnp.float32: jnp.log(jax.random.uniform(key, shape, dtype, a_min, a_max))
+
+
 class GatedRMSNorm(nn.Module):
-    """RMSNorm(y * SiLU(z)) over `groups` equal groups of the last axis, with a learned scale."""
+    """RMSNorm(y * SiLU(z)) over `groups` equal groups of the last axis, with a learned scale; with
+    `norm_before_gate`, RMSNorm(y) * SiLU(z) (Gated DeltaNet's output norm)."""
 
     groups: int = 1
     eps: float = 1e-5
+    norm_before_gate: bool = False
 
     @nn.compact
     def __call__(self, y, z):
         width = y.shape[-1]
         scale = self.param("scale", nn.initializers.ones, (width,), jnp.float32)
-        g = (y * nn.silu(z)).reshape((*y.shape[:-1], self.groups, width // self.groups))
+        g = (y if self.norm_before_gate else y * nn.silu(z)).reshape((*y.shape[:-1], self.groups, width // self.groups))
         g = g * jax.lax.rsqrt(jnp.mean(g**2, axis=-1, keepdims=True) + self.eps)
-        return g.reshape(y.shape) * scale
+        g = g.reshape(y.shape) * scale
+        return g * nn.silu(z) if self.norm_before_gate else g
 
 
 class Mamba2Layer(nn.Module):
@@ -180,9 +188,7 @@ class Mamba2Layer(nn.Module):
         x = x.reshape((*lead, heads, self.head_dim))
         b, c = (jnp.repeat(v.reshape((*lead, groups, n)), heads // groups, axis=-2) for v in (b, c))
         dt_bias = self.param("dt_bias", dt_bias_init(self.dt_min, self.dt_max, self.dt_init_floor), (heads,))
-        a_log = self.param(
-            "A_log", lambda key: jnp.log(jax.random.uniform(key, (heads,), jnp.float32, self.a_min, self.a_max))
-        )
+        a_log = self.param("A_log", a_log_init(self.a_min, self.a_max), (heads,))
         d = self.param("D", nn.initializers.ones, (heads,), jnp.float32)
         dt, a = nn.softplus(dt + dt_bias), -jnp.exp(a_log)
         if x.shape[0] == 1:

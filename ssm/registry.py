@@ -7,6 +7,7 @@ import difflib
 from collections.abc import Callable, Mapping
 
 from ssmrl.ssm.core import RecurrentCore
+from ssmrl.ssm.deltanet import GatedDeltaNetCore, GatedDeltaProductCore
 from ssmrl.ssm.lru import LRUCore
 from ssmrl.ssm.mamba import MambaCore
 from ssmrl.ssm.mamba2 import Mamba2Core
@@ -24,6 +25,8 @@ CORES: dict[str, Callable[..., RecurrentCore]] = {
     "mamba": MambaCore,
     "mamba2": Mamba2Core,
     "lru": LRUCore,
+    "gated_deltanet": GatedDeltaNetCore,
+    "deltaproduct": GatedDeltaProductCore,
 }
 
 

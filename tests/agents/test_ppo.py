@@ -22,6 +22,8 @@ TINY_CORES = {
     "lru": {"d_model": 8, "state_size": 4, "n_layers": 1},
     "mamba": {"d_model": 8, "n_layers": 1, "d_state": 4},
     "mamba2": {"d_model": 8, "n_layers": 1, "d_state": 4, "head_dim": 4, "chunk_size": 4},
+    "gated_deltanet": {"d_model": 8, "n_layers": 1, "n_heads": 2, "head_dim": 4, "chunk_size": 4},
+    "deltaproduct": {"d_model": 8, "n_layers": 1, "n_heads": 2, "head_dim": 4, "chunk_size": 4},
     "gru": {"features": 8},
     "lstm": {"features": 8},
 }

@@ -94,14 +94,19 @@ TINY = {
     "lru": {"d_model": 4, "state_size": 4, "n_layers": 2},
     "mamba": {"d_model": 4, "n_layers": 2, "d_state": 2, "d_conv": 3},
     "mamba2": {"d_model": 4, "n_layers": 2, "d_state": 2, "head_dim": 4, "chunk_size": 4, "d_conv": 3},
+    "gated_deltanet": {"d_model": 4, "n_layers": 2, "n_heads": 2, "head_dim": 2, "chunk_size": 3, "d_conv": 3},
+    "deltaproduct": {"d_model": 4, "n_layers": 2, "n_heads": 2, "head_dim": 2, "chunk_size": 4, "d_conv": 3},
     "gru": {"features": 4},
     "lstm": {"features": 4},
 }
 # On CPU "auto" is "sequential", which every scan core runs here. The kernel path ("pallas") is one kernel for all
 # of them, checked above method by method; through a core it runs for S5 (complex, on planes) and Mamba (real)
 # only, since interpret mode on CPU is slow. The associative and chunked scans are covered method by method above.
-CASES = [(name, None) for name in sorted(CORES) if name in ("gru", "lstm", "s4")]
-CASES += [(name, "sequential") for name in sorted(CORES) if name not in ("gru", "lstm", "s4")]
+# The delta-rule cores have no scan method (their chunks pass a matrix state through a lax.scan); chunks of 3 and 4
+# put the reset at 3 first in a chunk and inside one (DeltaProduct: step 6 of its interleaved sequence).
+NO_SCAN_METHOD = ("gru", "lstm", "s4", "gated_deltanet", "deltaproduct")
+CASES = [(name, None) for name in sorted(CORES) if name in NO_SCAN_METHOD]
+CASES += [(name, "sequential") for name in sorted(CORES) if name not in NO_SCAN_METHOD]
 CASES += [("s5", "pallas"), ("mamba", "pallas")]
 
 

@@ -104,3 +104,16 @@ def assert_carry_stable(core, key, batch=(2, 3), steps=5, dim=4):
     cv = jax.tree.map(lambda a: jnp.stack([a, a]), carry0)
     carry_v, _ = jax.vmap(lambda c, x, r: core.apply(params, c, x, r), in_axes=(0, 1, 1))(cv, xv, rv)
     assert spec(jax.tree.map(lambda a: a[0], carry_v)) == spec(carry0)
+
+
+def assert_reset_at_start_forgets_carry(core, key, shape=(12, 3, 5)):
+    """With a reset at t=0 everywhere, a carried state (every leaf nonzero) changes nothing."""
+    x, resets = random_sequence(key, *shape)
+    params = init_core(core, jax.random.key(4), x, resets)
+    carry, _ = run_whole(core, params, x, resets)  # a nonzero carry
+    assert all(float(jnp.max(jnp.abs(leaf))) > 0 for leaf in jax.tree.leaves(carry))
+    fresh = resets.at[0].set(True)
+    carry_a, y_a = run_whole(core, params, x, fresh, carry)
+    carry_b, y_b = run_whole(core, params, x, fresh)
+    assert_close(y_a, y_b, 1e-6, "outputs after a reset at t=0")
+    assert_close(carry_a, carry_b, 1e-6, "carry after a reset at t=0")

@@ -17,6 +17,7 @@ from ssmrl.ssm.causal_conv import CausalConv
 from ssmrl.ssm.mamba import MambaLayer, dt_bias_init
 from ssmrl.ssm.mamba2 import Mamba2Layer, segment_sums, ssd_chunked, ssd_recurrent
 from tests.ssm import core_checks
+from tests.ssm.reference import conv_reference, conv_silu, silu, softplus
 
 CORES = {
     "mamba": core_checks.JittedCore(make_core("mamba", d_model=8, n_layers=2, d_state=4, d_conv=3)),
@@ -26,14 +27,6 @@ CORES = {
     ),
 }
 SHAPE = (12, 3, 5)  # (T, B, D) of core_checks.assert_modes_agree: reuses its compiled init and apply
-
-
-def silu(x):
-    return x / (1.0 + np.exp(-x))
-
-
-def softplus(x):
-    return np.logaddexp(0.0, x)
 
 
 @pytest.mark.parametrize("name", sorted(CORES))
@@ -53,17 +46,7 @@ def test_carry_stable(name):
 
 @pytest.mark.parametrize("name", sorted(CORES))
 def test_reset_at_start_forgets_carry(name):
-    """With a reset at t=0 everywhere, a carried state (conv windows and SSM states) changes nothing."""
-    core = CORES[name]
-    x, resets = core_checks.random_sequence(jax.random.key(3), *SHAPE)
-    params = core_checks.init_core(core, jax.random.key(4), x, resets)
-    carry, _ = core_checks.run_whole(core, params, x, resets)  # a nonzero carry
-    assert all(float(jnp.max(jnp.abs(leaf))) > 0 for leaf in jax.tree.leaves(carry))
-    fresh = resets.at[0].set(True)
-    carry_a, y_a = core_checks.run_whole(core, params, x, fresh, carry)
-    carry_b, y_b = core_checks.run_whole(core, params, x, fresh)
-    core_checks.assert_close(y_a, y_b, 1e-6, "outputs after a reset at t=0")
-    core_checks.assert_close(carry_a, carry_b, 1e-6, "carry after a reset at t=0")
+    core_checks.assert_reset_at_start_forgets_carry(CORES[name], jax.random.key(3), SHAPE)
 
 
 def test_mamba2_grads_finite_with_resets():
@@ -77,18 +60,6 @@ def test_mamba2_grads_finite_with_resets():
 
 
 # --- the reset-aware causal conv -------------------------------------------------------------------------------
-
-
-def conv_reference(kernel, bias, window, x, resets):
-    """Loop over time with a rolling buffer of the last K-1 inputs, emptied on reset. [T, B, C]."""
-    buf = np.array(window, np.float64)  # [B, K-1, C]
-    ys = []
-    for t in range(x.shape[0]):
-        buf[np.asarray(resets[t])] = 0.0
-        full = np.concatenate([buf, np.asarray(x[t])[:, None]], axis=1)  # [B, K, C]
-        ys.append(bias + np.einsum("bkc,kc->bc", full, kernel))
-        buf = full[:, 1:]
-    return buf, np.stack(ys)
 
 
 CONV = CausalConv(features=3, width=4)
@@ -182,11 +153,6 @@ def test_segment_sums():
 
 
 # --- single layers against a direct transcription of the papers' equations --------------------------------------
-
-
-def conv_silu(params, window, x, resets):
-    p = {k: np.asarray(v, np.float64) for k, v in params.items()}
-    return silu(conv_reference(p["kernel"], p["bias"], window, x, resets)[1])
 
 
 def mamba_reference(params, u, resets, d_conv):
