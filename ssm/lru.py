@@ -14,6 +14,16 @@ imaginary planes; the carry is complex64).
 
 The block is S5's (`ssmrl.ssm.s5.S5Block`: norm, LRU, GELU + GLU, dropout, residual), the architecture of the LRU
 paper. Deviation: LayerNorm instead of BatchNorm, because batch statistics would leak across episode resets.
+
+`eigenvalue_range="[-1,1]"` applies Grazzi et al.'s map (ICLR 2025, Sec. 4; `ssmrl.ssm.eigenvalues`) to the LRU's
+real decay exp(-exp(nu_log)) in [0, 1]: lambda = (2 exp(-exp(nu_log)) - 1) exp(i exp(theta_log)), so the signed
+radius lies in [-1, 1]; the parameters and their ring initialisation are unchanged (the signed radius starts in
+[2 r_min - 1, 2 r_max - 1]) and gamma is sqrt(1 - |lambda|^2) of the mapped lambda. A negative radius is the phase
+shifted by pi: with max_phase = 2 pi the set of reachable eigenvalues is the unit disk either way and only the
+parametrisation changes; with a small max_phase (the LRU paper's pi/10 on long-range tasks) "[0,1]" keeps every
+eigenvalue near the positive real axis and "[-1,1]" adds the mirrored wedge around -1. The LRU's transition does
+not depend on the input, so by Grazzi et al.'s analysis negative eigenvalues alone do not let it track parity
+(that needs an input-dependent sign, as in Mamba).
 """
 
 from __future__ import annotations
@@ -25,6 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from ssmrl.ssm.eigenvalues import check_eigenvalue_range, extend_range
 from ssmrl.ssm.s5 import S5Block, project
 from ssmrl.ssm.scan import reset_scan_planes
 from ssmrl.ssm.stack import StackedCore
@@ -41,9 +52,13 @@ def ring_theta_log(key, state_size: int, max_phase: float):
     return jnp.log(max_phase * jax.random.uniform(key, (state_size,), jnp.float32))
 
 
-def lru_eigenvalues(nu_log, theta_log):
-    """lambda = exp(-exp(nu_log) + i exp(theta_log)), complex64."""
-    return jnp.exp(-jnp.exp(nu_log) + 1j * jnp.exp(theta_log)).astype(jnp.complex64)
+def lru_eigenvalues(nu_log, theta_log, eigenvalue_range: str = "[0,1]"):
+    """lambda = r exp(i exp(theta_log)), complex64, with the signed radius r = extend_range(exp(-exp(nu_log)),
+    eigenvalue_range); for "[0,1]" the published exp(-exp(nu_log) + i exp(theta_log)), computed as always."""
+    if eigenvalue_range == "[0,1]":
+        return jnp.exp(-jnp.exp(nu_log) + 1j * jnp.exp(theta_log)).astype(jnp.complex64)
+    radius = extend_range(jnp.exp(-jnp.exp(nu_log)), eigenvalue_range)
+    return (radius * jnp.exp(1j * jnp.exp(theta_log))).astype(jnp.complex64)
 
 
 class LRULayer(nn.Module):
@@ -55,14 +70,17 @@ class LRULayer(nn.Module):
     r_max: float = 1.0
     max_phase: float = 2 * math.pi
     scan_method: str = "auto"
+    eigenvalue_range: str = "[0,1]"
 
     @nn.nowrap
-    def _check(self):
+    def _check(self) -> str:
+        """ValueError on a bad option; returns the canonical eigenvalue range."""
         if not 0 <= self.r_min < self.r_max <= 1 or self.max_phase <= 0:
             raise ValueError(
                 f"LRU: need 0 <= r_min < r_max <= 1 and max_phase > 0, got r_min={self.r_min}, r_max={self.r_max}, "
                 f"max_phase={self.max_phase}"
             )
+        return check_eigenvalue_range("LRU", self.eigenvalue_range)
 
     @nn.nowrap
     def initialize_carry(self, batch_shape: Sequence[int]):
@@ -72,11 +90,11 @@ class LRULayer(nn.Module):
     @nn.compact
     def __call__(self, h0, u, resets):
         """h0 `[*batch, N]`, u `[T, *batch, H]`, resets `[T, *batch]` -> (h_T, y `[T, *batch, H]`)."""
-        self._check()
+        eigenvalue_range = self._check()
         n, width = self.state_size, self.d_model
         nu_log = self.param("nu_log", lambda key: ring_nu_log(key, n, self.r_min, self.r_max))
         theta_log = self.param("theta_log", lambda key: ring_theta_log(key, n, self.max_phase))
-        lam = lru_eigenvalues(nu_log, theta_log)
+        lam = lru_eigenvalues(nu_log, theta_log, eigenvalue_range)
         gamma_log = self.param("gamma_log", lambda _: jnp.log(jnp.sqrt(1.0 - jnp.abs(lam) ** 2)))
         normal = lambda std: nn.initializers.normal(stddev=std)
         b_re = self.param("B_re", normal((2 * width) ** -0.5), (n, width), jnp.float32)
@@ -105,11 +123,12 @@ class LRUCore(StackedCore):
     prenorm: bool = True
     dropout: float = 0.0
     scan_method: str = "auto"
+    eigenvalue_range: str = "[0,1]"
 
     @nn.nowrap
     def layer(self) -> LRULayer:
         return LRULayer(self.d_model, self.state_size, self.r_min, self.r_max, self.max_phase, self.scan_method,
-                        parent=None)
+                        self.eigenvalue_range, parent=None)
 
     @nn.nowrap
     def block(self, index: int) -> S5Block:

@@ -18,6 +18,13 @@ Initialisation as the paper's reference: A ~ uniform[a_min, a_max] per head (A_l
 inverse softplus of dt ~ log-uniform[dt_min, dt_max]. Blocks are Mamba's pre-norm residual blocks with a final
 RMSNorm. The options are those of the reference's defaults (no dt clamping, D per head, gate before the norm);
 chunk_size (64 here, 256 in the reference) changes speed only, not results.
+
+`eigenvalue_range="[-1,1]"` replaces the transition exp(dt A) in [0, 1] by 2 exp(dt A) - 1 in [-1, 1] (Grazzi et
+al., ICLR 2025, Sec. 4; `ssmrl.ssm.eigenvalues`), the same parameters and initialisation. A negative transition has
+no real log, so the chunked form carries log|a_t| and the sign: the product of a_k over k in (j, i] is
+exp(sum of log|a_k|) times sigma_i sigma_j, where sigma_i = (-1)^(number of negative a_k, k <= i, in the chunk) is
+a cumulative sum of the negative-indicator, taken mod 2 (exact in integers). Resets stay -inf log decays, exactly
+as for "[0,1]", whose arithmetic is unchanged (log a = dt A).
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import jax
 import jax.numpy as jnp
 
 from ssmrl.ssm.causal_conv import CausalConv, last_reset
+from ssmrl.ssm.eigenvalues import check_eigenvalue_range, extend_range
 from ssmrl.ssm.mamba import MambaState, ResidualStack, check_dt_range, check_positive, dt_bias_init
 from ssmrl.ssm.scan import reset_scan
 
@@ -44,19 +52,37 @@ def segment_sums(log_a):
     return jnp.where(jnp.tril(jnp.ones((length, length), bool)), sums, -jnp.inf)
 
 
-def ssd_recurrent(x, dt, a, b, c, resets, h0, method: str = "auto"):
+def log_transition(dt, a, eigenvalue_range: str):
+    """(log|a_t|, a_t < 0) of the transition a_t = extend_range(exp(dt a), eigenvalue_range), dt `[T, *batch, H]`.
+
+    "[0,1]": (dt a, False) exactly. "[-1,1]": |a_t| is floored at the smallest normal float, so a transition of
+    exactly 0 has a finite log (and gradient); its weight exp(log) is then ~1e-38 instead of 0.
+    """
+    if eigenvalue_range == "[0,1]":
+        return dt * a, jnp.zeros(dt.shape, bool)
+    transition = 1.0 + 2.0 * jnp.expm1(dt * a)  # 2 exp(dt a) - 1, accurate near 1
+    tiny = jnp.finfo(transition.dtype).tiny
+    return jnp.log(jnp.maximum(jnp.abs(transition), tiny)), transition < 0
+
+
+def ssd_recurrent(x, dt, a, b, c, resets, h0, method: str = "auto", eigenvalue_range: str = "[0,1]"):
     """The SSD recurrence step by step through `reset_scan`.
 
     x `[T, *batch, H, P]`, dt `[T, *batch, H]`, a `[H]` (negative), b and c `[T, *batch, H, N]`, resets
-    `[T, *batch]`, h0 `[*batch, H, P, N]` -> (y `[T, *batch, H, P]` without the D skip, final state).
+    `[T, *batch]`, h0 `[*batch, H, P, N]` -> (y `[T, *batch, H, P]` without the D skip, final state). The
+    transition is extend_range(exp(dt a), eigenvalue_range).
     """
-    decay = jnp.exp(dt * a)[..., None, None]
+    decay = extend_range(jnp.exp(dt * a), eigenvalue_range)[..., None, None]
     h = reset_scan(decay, (dt[..., None] * x)[..., None] * b[..., None, :], resets, h0, method=method)
     return jnp.einsum("...hpn,...hn->...hp", h, c), h[-1]
 
 
-def ssd_chunked(x, dt, a, b, c, resets, h0, chunk_size: int, method: str = "auto"):
+def ssd_chunked(x, dt, a, b, c, resets, h0, chunk_size: int, method: str = "auto", eigenvalue_range: str = "[0,1]"):
     """The same as `ssd_recurrent`, by the chunked SSD algorithm with chunks of `chunk_size` steps.
+
+    Transitions are carried as log|a_t| (-inf at a reset) and a sign: sigma_l, the product of the signs of a_k over
+    the chunk's steps k <= l, is (-1)^(cumulative count of negative a_k); the sign of the product over (j, i] is
+    sigma_i sigma_j.
 
     Nothing crosses a reset, NaN included: the chunk algebra weighs a source before a reset by exactly 0, and
     0 * NaN is NaN, so non-finite inputs (x, dt, B at a step, or h0) are zeroed for the algebra and put back as
@@ -74,7 +100,7 @@ def ssd_chunked(x, dt, a, b, c, resets, h0, chunk_size: int, method: str = "auto
         v = jnp.pad(v, [(0, pad)] + [(0, 0)] * (v.ndim - 1), constant_values=fill)
         return v.reshape((chunks, length) + v.shape[1:])
 
-    log_a, xs = dt * a, dt[..., None] * x  # [T, *batch, H], [T, *batch, H, P]
+    (log_a, negative), xs = log_transition(dt, a, eigenvalue_range), dt[..., None] * x  # [T, *batch, H], ...P]
     bad = ~(jnp.isfinite(log_a) & jnp.isfinite(xs).all(-1) & jnp.isfinite(b).all(-1))  # [T, *batch, H]
     bad_h0 = ~jnp.isfinite(h0).all((-2, -1))  # [*batch, H]
     log_a, xs, b = (jnp.where(bad[..., None] if v.ndim > bad.ndim else bad, jnp.zeros((), v.dtype), v)
@@ -85,16 +111,18 @@ def ssd_chunked(x, dt, a, b, c, resets, h0, chunk_size: int, method: str = "auto
 
     log_a = jnp.where(resets[..., None], -jnp.inf, log_a)
     la = jnp.moveaxis(split(log_a), 1, -1)  # [chunks, B, H, L]; padding steps are identities (log 1 = 0)
+    odd = jnp.cumsum(jnp.moveaxis(split(negative.astype(jnp.int32), 0), 1, -1), axis=-1) % 2
+    sign = (1 - 2 * odd).astype(la.dtype)  # [chunks, B, H, L]: sigma_l, the sign of the product up to l
     xs, b, c = split(xs), split(b), split(c)  # [chunks, L, B, H, P or N]
-    decay = jnp.exp(segment_sums(la))  # [chunks, B, H, L(target), L(source)]
+    decay = jnp.exp(segment_sums(la)) * sign[..., :, None] * sign[..., None, :]  # [chunks, B, H, L(to), L(from)]
     scores = jnp.einsum("clbhn,csbhn->cbhls", c, b) * decay
     y_diag = jnp.einsum("cbhls,csbhp->clbhp", scores, xs)
     states = jnp.einsum("cbhs,csbhp,csbhn->cbhpn", decay[..., -1, :], xs, b)  # chunk-end states from zero
-    cum = jnp.cumsum(la, axis=-1)  # [chunks, B, H, L]: log decay from the chunk's start to l (inclusive)
+    cum = jnp.exp(jnp.cumsum(la, axis=-1)) * sign  # [chunks, B, H, L]: transition from the chunk's start to l
     h0 = h0.reshape((-1, heads, p, n))
-    h_end = reset_scan(jnp.exp(cum[..., -1])[..., None, None], states, None, h0, method=method)
+    h_end = reset_scan(cum[..., -1][..., None, None], states, None, h0, method=method)
     h_in = jnp.concatenate([h0[None], h_end[:-1]])  # state entering each chunk
-    y_off = jnp.einsum("clbhn,cbhpn,cbhl->clbhp", c, h_in, jnp.exp(cum))
+    y_off = jnp.einsum("clbhn,cbhpn,cbhl->clbhp", c, h_in, cum)
     y = (y_diag + y_off).reshape((chunks * length, -1, heads, p))[:steps]
     y = jnp.where(poisoned[..., None], jnp.nan, y.reshape((steps, *batch, heads, p)))
     h = jnp.where(poisoned[-1][..., None, None], jnp.nan, h_end[-1].reshape((*batch, heads, p, n)))
@@ -140,6 +168,7 @@ class Mamba2Layer(nn.Module):
     dt_max: float = 0.1
     dt_init_floor: float = 1e-4
     scan_method: str = "auto"
+    eigenvalue_range: str = "[0,1]"
 
     @property
     def d_inner(self) -> int:
@@ -154,7 +183,8 @@ class Mamba2Layer(nn.Module):
         return self.d_inner + 2 * self.n_groups * self.d_state
 
     @nn.nowrap
-    def _check(self):
+    def _check(self) -> str:
+        """ValueError on a bad option; returns the canonical eigenvalue range."""
         check_positive(
             "Mamba2Layer", d_model=self.d_model, d_state=self.d_state, d_conv=self.d_conv, expand=self.expand,
             head_dim=self.head_dim, n_groups=self.n_groups, chunk_size=self.chunk_size,
@@ -167,6 +197,7 @@ class Mamba2Layer(nn.Module):
         if not 0 < self.a_min <= self.a_max:
             raise ValueError(f"Mamba2Layer: need 0 < a_min <= a_max, got a_min={self.a_min}, a_max={self.a_max}")
         check_dt_range("Mamba2Layer", self.dt_min, self.dt_max, self.dt_init_floor)
+        return check_eigenvalue_range("Mamba2Layer", self.eigenvalue_range)
 
     @nn.nowrap
     def initialize_carry(self, batch_shape: Sequence[int]) -> MambaState:
@@ -178,7 +209,7 @@ class Mamba2Layer(nn.Module):
     @nn.compact
     def __call__(self, carry: MambaState, u, resets):
         """carry, u `[T, *batch, d_model]`, resets `[T, *batch]` -> (carry, `[T, *batch, d_model]`)."""
-        self._check()
+        eigenvalue_range = self._check()
         d_inner, heads, groups, n = self.d_inner, self.n_heads, self.n_groups, self.d_state
         proj = nn.Dense(2 * d_inner + 2 * groups * n + heads, use_bias=False, name="in_proj")(u)
         z, xbc, dt = jnp.split(proj, [d_inner, d_inner + self.conv_dim], axis=-1)
@@ -192,9 +223,9 @@ class Mamba2Layer(nn.Module):
         d = self.param("D", nn.initializers.ones, (heads,), jnp.float32)
         dt, a = nn.softplus(dt + dt_bias), -jnp.exp(a_log)
         if x.shape[0] == 1:
-            y, h = ssd_recurrent(x, dt, a, b, c, resets, carry.ssm, method=self.scan_method)
+            y, h = ssd_recurrent(x, dt, a, b, c, resets, carry.ssm, self.scan_method, eigenvalue_range)
         else:
-            y, h = ssd_chunked(x, dt, a, b, c, resets, carry.ssm, self.chunk_size, method=self.scan_method)
+            y, h = ssd_chunked(x, dt, a, b, c, resets, carry.ssm, self.chunk_size, self.scan_method, eigenvalue_range)
         y = (y + d[:, None] * x).reshape((*lead, d_inner))
         y = GatedRMSNorm(groups, name="norm")(y, z)
         return MambaState(conv=conv, ssm=h), nn.Dense(self.d_model, use_bias=False, name="out_proj")(y)
@@ -218,10 +249,12 @@ class Mamba2Core(ResidualStack):
     dt_max: float = 0.1
     dt_init_floor: float = 1e-4
     scan_method: str = "auto"
+    eigenvalue_range: str = "[0,1]"
 
     @nn.nowrap
     def layer(self) -> Mamba2Layer:
         return Mamba2Layer(
             self.d_model, self.d_state, self.d_conv, self.expand, self.head_dim, self.n_groups, self.chunk_size,
-            self.a_min, self.a_max, self.dt_min, self.dt_max, self.dt_init_floor, self.scan_method, parent=None,
+            self.a_min, self.a_max, self.dt_min, self.dt_max, self.dt_init_floor, self.scan_method,
+            self.eigenvalue_range, parent=None,
         )

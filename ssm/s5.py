@@ -11,6 +11,14 @@ complex64), so episode boundaries anywhere in a sequence zero the state.
 
 Deviation from the paper's sequence models: the block uses LayerNorm (not BatchNorm), because batch
 statistics across time would leak information across episode resets in RL.
+
+No `eigenvalue_range` option (unlike Mamba-2 and LRU, see `ssmrl.ssm.eigenvalues`). Grazzi et al. (ICLR 2025,
+"Unlocking State-Tracking in Linear RNNs Through Negative Eigenvalues") map a real transition in [0, 1] that the
+input selects (Mamba's exp(-dt exp(w))) to [-1, 1], so that an input can flip the sign of the state, which parity
+needs. S5 has neither: its Lambda_bar = exp(Lambda dt) is complex and does not depend on the input, and its
+spectrum already reaches the left half of the unit disk (HiPPO-N's |Im Lambda| reaches ~1300 for P = 64, so at
+dt = 0.1 most modes have phase Im(Lambda) dt > pi/2). Extending the range would only move HiPPO's eigenvalues,
+the point of S5's initialisation, without giving an input-dependent sign.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """Nothing crosses an episode reset, NaN and inf included (issue 19, point 3).
 
 For `reset_scan` / `reset_scan_planes` with every method (the Pallas kernel in interpret mode on CPU) and for
-every registered core with every scan method: a non-finite h0 (carry), or non-finite inputs before the reset,
-leave the states and outputs from the reset on finite and equal to a fresh start; the gradient of everything
-after a reset with respect to everything before it is exactly zero, and finite where the carry is NaN.
+every registered core with every scan method (Mamba-2 and LRU also with eigenvalue_range "[-1,1]"): a non-finite
+h0 (carry), or non-finite inputs before the reset, leave the states and outputs from the reset on finite and equal
+to a fresh start; the gradient of everything after a reset with respect to everything before it is exactly zero,
+and finite where the carry is NaN.
 """
 
 import functools
@@ -99,6 +100,15 @@ TINY = {
     "gru": {"features": 4},
     "lstm": {"features": 4},
 }
+# Grazzi et al.'s negative eigenvalues: case name -> (registered core, options on top of its TINY ones).
+VARIANTS = {f"{name}[-1,1]": (name, {"eigenvalue_range": "[-1,1]"}) for name in ("mamba2", "lru")}
+
+
+def config(case):
+    """(registered name, options) of a case: a core of TINY or a VARIANTS entry."""
+    name, extra = VARIANTS.get(case, (case, {}))
+    return name, {**TINY[name], **extra}
+
 # On CPU "auto" is "sequential", which every scan core runs here. The kernel path ("pallas") is one kernel for all
 # of them, checked above method by method; through a core it runs for S5 (complex, on planes) and Mamba (real)
 # only, since interpret mode on CPU is slow. The associative and chunked scans are covered method by method above.
@@ -107,6 +117,7 @@ TINY = {
 NO_SCAN_METHOD = ("gru", "lstm", "s4", "gated_deltanet", "deltaproduct")
 CASES = [(name, None) for name in sorted(CORES) if name in NO_SCAN_METHOD]
 CASES += [(name, "sequential") for name in sorted(CORES) if name not in NO_SCAN_METHOD]
+CASES += [(case, "sequential") for case in sorted(VARIANTS)]
 CASES += [("s5", "pallas"), ("mamba", "pallas")]
 
 
@@ -115,16 +126,18 @@ def test_every_registered_core_is_covered():
 
 
 @functools.cache
-def jitted(name, method):
-    """The core with this scan method (None: its default) and its jitted apply."""
-    core = make_core(name, **TINY[name], **({} if method is None else {"scan_method": method}))
+def jitted(case, method):
+    """The core of this case with this scan method (None: its default) and its jitted apply."""
+    name, cfg = config(case)
+    core = make_core(name, **cfg, **({} if method is None else {"scan_method": method}))
     return core, jax.jit(core.apply)
 
 
 @functools.cache
-def params_of(name):
+def params_of(case):
     """Parameters (they do not depend on the scan method), a sequence `[8, 2, 3]` with a reset at RESET_AT."""
-    core = make_core(name, **TINY[name])
+    name, cfg = config(case)
+    core = make_core(name, **cfg)
     x = jax.random.normal(jax.random.key(2), (8, B, 3))
     resets = jnp.zeros((8, B), bool).at[RESET_AT].set(True)
     return jax.jit(core.init)(jax.random.key(0), core.initialize_carry((B,)), x, resets), x, resets
@@ -148,7 +161,7 @@ def test_core_forgets_a_non_finite_carry_at_a_reset(name, method):
     jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-6), out_carry, fresh_carry)
 
 
-@pytest.mark.parametrize("name", sorted(TINY))
+@pytest.mark.parametrize("name", sorted(TINY) + sorted(VARIANTS))
 def test_core_step_mode_forgets_a_non_finite_carry(name):
     core, apply = jitted(name, None)
     params, x, _ = params_of(name)

@@ -1,4 +1,5 @@
-"""LRU core: the core contract, the published recurrence, and the paper's ring initialisation."""
+"""LRU core: the core contract, the published recurrence, and the paper's ring initialisation, in both eigenvalue
+ranges (the published [0,1] and Grazzi et al.'s [-1,1]: signed radius 2 exp(-exp(nu_log)) - 1)."""
 
 from __future__ import annotations
 
@@ -15,24 +16,35 @@ from ssmrl.ssm import make_core
 from ssmrl.ssm.lru import LRUCore, LRULayer, lru_eigenvalues, ring_nu_log, ring_theta_log
 from tests.ssm import core_checks
 
-CORE = core_checks.JittedCore(make_core("lru", d_model=8, n_layers=2, state_size=6, r_min=0.5, r_max=0.99))
+RANGES = ("[0,1]", "[-1,1]")
+CORES = {
+    r: core_checks.JittedCore(
+        make_core("lru", d_model=8, n_layers=2, state_size=6, r_min=0.5, r_max=0.99, eigenvalue_range=r)
+    )
+    for r in RANGES
+}
 
 
-def test_modes_agree():
-    core_checks.assert_modes_agree(CORE, jax.random.key(0))
+@pytest.mark.parametrize("eigenvalue_range", RANGES)
+def test_modes_agree(eigenvalue_range):
+    core_checks.assert_modes_agree(CORES[eigenvalue_range], jax.random.key(0))
 
 
-def test_reset_isolation():
-    core_checks.assert_reset_isolation(CORE, jax.random.key(1))
+@pytest.mark.parametrize("eigenvalue_range", RANGES)
+def test_reset_isolation(eigenvalue_range):
+    core_checks.assert_reset_isolation(CORES[eigenvalue_range], jax.random.key(1))
 
 
-def test_carry_stable():
-    core_checks.assert_carry_stable(CORE, jax.random.key(2))
+def test_carry_stable():  # the carry's structure does not depend on the range
+    core_checks.assert_carry_stable(CORES["[0,1]"], jax.random.key(2))
 
 
-def test_layer_equals_published_recurrence():
-    """h_t = lambda h_{t-1} + gamma (B u_t) (zeroed on reset), y_t = Re(C h_t) + D u_t, in complex128 numpy."""
-    layer = LRULayer(d_model=3, state_size=4, r_min=0.4, r_max=0.9, max_phase=math.pi)
+@pytest.mark.parametrize("eigenvalue_range", RANGES)
+def test_layer_equals_published_recurrence(eigenvalue_range):
+    """h_t = lambda h_{t-1} + gamma (B u_t) (zeroed on reset), y_t = Re(C h_t) + D u_t, in complex128 numpy, with
+    lambda = r exp(i exp(theta_log)), r = exp(-exp(nu_log)) ([0,1]) or 2 exp(-exp(nu_log)) - 1 ([-1,1])."""
+    layer = LRULayer(d_model=3, state_size=4, r_min=0.4, r_max=0.9, max_phase=math.pi,
+                     eigenvalue_range=eigenvalue_range)
     rng = np.random.default_rng(0)
     u = rng.standard_normal((6, 2, 3)).astype(np.float32)
     resets = np.zeros((6, 2), bool)
@@ -41,7 +53,9 @@ def test_layer_equals_published_recurrence():
     params = jax.jit(layer.init)(jax.random.key(3), h0, u, resets)
     h_last, y = jax.jit(layer.apply)(params, h0, u, resets)
     p = jax.tree.map(lambda v: np.asarray(v, np.float64), params["params"])
-    lam = np.exp(-np.exp(p["nu_log"]) + 1j * np.exp(p["theta_log"]))
+    radius = np.exp(-np.exp(p["nu_log"]))
+    radius = radius if eigenvalue_range == "[0,1]" else 2 * radius - 1
+    lam = radius * np.exp(1j * np.exp(p["theta_log"]))
     b = np.exp(p["gamma_log"])[:, None] * (p["B_re"] + 1j * p["B_im"])
     c = p["C_re"] + 1j * p["C_im"]
     h, ys = h0.astype(np.complex128), []
@@ -77,6 +91,22 @@ def test_ring_initialisation_distribution():
         assert abs(np.mean(v) - 0.5) < 0.02 and abs(np.var(v) - 1 / 12) < 0.01
 
 
+@pytest.mark.parametrize("eigenvalue_range", RANGES)
+def test_init_eigenvalues_in_range(eigenvalue_range):
+    """With phases in [0, 0.1]: "[0,1]" gives eigenvalues near [r_min, r_max] on the positive real axis, "[-1,1]"
+    a signed radius in [2 r_min - 1, 2 r_max - 1] (both signs); |lambda| <= 1 and gamma = sqrt(1 - |lambda|^2)."""
+    layer = LRULayer(d_model=4, state_size=512, r_min=0.2, r_max=0.9, max_phase=0.1, eigenvalue_range=eigenvalue_range)
+    p = jax.jit(layer.init)(jax.random.key(6), layer.initialize_carry((1,)), jnp.zeros((1, 1, 4)),
+                            jnp.zeros((1, 1), bool))["params"]
+    lam = np.asarray(lru_eigenvalues(p["nu_log"], p["theta_log"], eigenvalue_range), np.complex128)
+    signed = np.abs(lam) * np.sign(lam.real)  # phase <= 0.1: the sign of the real part is the radius's
+    lo, hi = (0.2, 0.9) if eigenvalue_range == "[0,1]" else (2 * 0.2 - 1, 2 * 0.9 - 1)
+    assert np.all(signed >= lo - 1e-5) and np.all(signed <= hi + 1e-5) and np.all(np.abs(lam) <= 1.0)
+    assert np.any(lam.real < 0) == (eigenvalue_range == "[-1,1]")
+    np.testing.assert_allclose(np.exp(np.asarray(p["gamma_log"], np.float64)), np.sqrt(1 - np.abs(lam) ** 2),
+                               rtol=1e-4)
+
+
 def test_layer_init_follows_paper():
     """gamma = sqrt(1 - |lambda|^2); B ~ N(0, 1/(2H)), C ~ N(0, 1/N) per part; D ~ N(0, 1)."""
     h, n = 64, 128
@@ -99,6 +129,7 @@ def test_layer_init_follows_paper():
         ({"r_min": 0.9, "r_max": 0.5}, "r_min"),
         ({"r_max": 1.5}, "r_max"),
         ({"max_phase": 0.0}, "max_phase"),
+        ({"eigenvalue_range": "[-1,0]"}, "eigenvalue_range"),
         ({"n_layers": 0}, "n_layers"),
     ],
 )

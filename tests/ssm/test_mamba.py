@@ -1,4 +1,7 @@
-"""Mamba and Mamba-2 cores: the core contract, the reset-aware conv, SSD == recurrence, and the papers' inits."""
+"""Mamba and Mamba-2 cores: the core contract, the reset-aware conv, SSD == recurrence, and the papers' inits.
+
+Mamba-2 is checked with both eigenvalue ranges: the published [0,1] and Grazzi et al.'s [-1,1] (2 exp(dt A) - 1).
+"""
 
 from __future__ import annotations
 
@@ -15,16 +18,17 @@ from hypothesis import strategies as st
 from ssmrl.ssm import make_core
 from ssmrl.ssm.causal_conv import CausalConv
 from ssmrl.ssm.mamba import MambaLayer, dt_bias_init
-from ssmrl.ssm.mamba2 import Mamba2Layer, segment_sums, ssd_chunked, ssd_recurrent
+from ssmrl.ssm.mamba2 import Mamba2Layer, log_transition, segment_sums, ssd_chunked, ssd_recurrent
 from tests.ssm import core_checks
 from tests.ssm.reference import conv_reference, conv_silu, silu, softplus
 
+RANGES = ("[0,1]", "[-1,1]")
+MAMBA2 = {"d_model": 8, "n_layers": 2, "d_state": 4, "head_dim": 4, "n_groups": 2, "chunk_size": 5}
 CORES = {
     "mamba": core_checks.JittedCore(make_core("mamba", d_model=8, n_layers=2, d_state=4, d_conv=3)),
     # chunk 5: the 12-step sequence is 3 chunks (last one padded), the 4-step chunks are one chunk each.
-    "mamba2": core_checks.JittedCore(
-        make_core("mamba2", d_model=8, n_layers=2, d_state=4, head_dim=4, n_groups=2, chunk_size=5)
-    ),
+    "mamba2": core_checks.JittedCore(make_core("mamba2", **MAMBA2)),
+    "mamba2[-1,1]": core_checks.JittedCore(make_core("mamba2", **MAMBA2, eigenvalue_range="[-1,1]")),
 }
 SHAPE = (12, 3, 5)  # (T, B, D) of core_checks.assert_modes_agree: reuses its compiled init and apply
 
@@ -39,7 +43,7 @@ def test_reset_isolation(name):
     core_checks.assert_reset_isolation(CORES[name], jax.random.key(1))
 
 
-@pytest.mark.parametrize("name", sorted(CORES))
+@pytest.mark.parametrize("name", ["mamba", "mamba2"])  # the carry's structure does not depend on the range
 def test_carry_stable(name):
     core_checks.assert_carry_stable(CORES[name], jax.random.key(2))
 
@@ -49,9 +53,10 @@ def test_reset_at_start_forgets_carry(name):
     core_checks.assert_reset_at_start_forgets_carry(CORES[name], jax.random.key(3), SHAPE)
 
 
-def test_mamba2_grads_finite_with_resets():
+@pytest.mark.parametrize("name", ["mamba2", "mamba2[-1,1]"])
+def test_mamba2_grads_finite_with_resets(name):
     """Resets put -inf log decays into the SSD segment sums: gradients must stay finite (no 0 * inf)."""
-    core = CORES["mamba2"]
+    core = CORES[name]
     x, resets = core_checks.random_sequence(jax.random.key(5), *SHAPE, reset_prob=0.5)
     params = core_checks.init_core(core, jax.random.key(4), x, resets)
     loss = lambda p, x: jnp.sum(core_checks.run_whole(core, p, x, resets)[1] ** 2)
@@ -122,26 +127,67 @@ def ssd_inputs(seed, steps, batch, heads=3, p=2, n=4, reset_prob=0.3):
         resets, normal(*batch, heads, p, n)
 
 
-@partial(jax.jit, static_argnames="chunk")
-def ssd_both(x, dt, a, b, c, resets, h0, chunk):
-    return ssd_recurrent(x, dt, a, b, c, resets, h0), ssd_chunked(x, dt, a, b, c, resets, h0, chunk_size=chunk)
+@partial(jax.jit, static_argnames=("chunk", "eigenvalue_range"))
+def ssd_both(x, dt, a, b, c, resets, h0, chunk, eigenvalue_range="[0,1]"):
+    return (ssd_recurrent(x, dt, a, b, c, resets, h0, eigenvalue_range=eigenvalue_range),
+            ssd_chunked(x, dt, a, b, c, resets, h0, chunk_size=chunk, eigenvalue_range=eigenvalue_range))
 
 
+@pytest.mark.parametrize("eigenvalue_range", RANGES)
 @pytest.mark.parametrize(("steps", "chunk"), [(13, 4), (12, 3), (6, 1), (7, 16), (1, 4)])
-def test_ssd_chunked_equals_recurrence(steps, chunk):
+def test_ssd_chunked_equals_recurrence(steps, chunk, eigenvalue_range):
     """16 random problems at once (the batch); rows 0-3 also reset at every chunk boundary."""
     x, dt, a, b, c, resets, h0 = ssd_inputs(steps * 100 + chunk, steps, (16,))
     resets[::chunk, :4] = True
-    (y_ref, h_ref), (y, h) = ssd_both(x, dt, a, b, c, resets, h0, chunk)
-    core_checks.assert_close(y, y_ref, 1e-5, f"SSD outputs, T={steps}, chunk={chunk}")
-    core_checks.assert_close(h, h_ref, 1e-5, f"SSD final state, T={steps}, chunk={chunk}")
+    (y_ref, h_ref), (y, h) = ssd_both(x, dt, a, b, c, resets, h0, chunk, eigenvalue_range)
+    what = f"T={steps}, chunk={chunk}, {eigenvalue_range}"
+    core_checks.assert_close(y, y_ref, 1e-5, f"SSD outputs, {what}")
+    core_checks.assert_close(h, h_ref, 1e-5, f"SSD final state, {what}")
 
 
-def test_ssd_without_batch_dims():
+@settings(max_examples=10, deadline=None)
+@given(steps=st.sampled_from([9, 24]), chunk=st.sampled_from([4, 8]), reset_prob=st.sampled_from([0.0, 0.1, 0.5]),
+       seed=st.integers(0, 2**16))
+def test_ssd_chunked_equals_recurrence_negative_transitions(steps, chunk, reset_prob, seed):
+    """[-1,1]: chunked == recurrent with random resets, and with transitions of both signs (checked to occur)."""
+    x, dt, a, b, c, resets, h0 = ssd_inputs(seed, steps, (8,), reset_prob=reset_prob)
+    assert np.any(2 * np.exp(dt * a) - 1 < 0) and np.any(2 * np.exp(dt * a) - 1 > 0)
+    (y_ref, h_ref), (y, h) = ssd_both(x, dt, a, b, c, resets, h0, chunk, "[-1,1]")
+    core_checks.assert_close((y, h), (y_ref, h_ref), 1e-5, f"SSD [-1,1], T={steps}, chunk={chunk}")
+
+
+def test_ssd_negative_transitions_equal_numpy_recurrence():
+    """ssd_chunked in [-1,1] against h_t = (2 exp(dt_t a) - 1) h_{t-1} + dt_t x_t B_t^T (zeroed on reset),
+    y_t = h_t C_t, looped in float64."""
+    x, dt, a, b, c, resets, h0 = ssd_inputs(3, 11, (2,))
+    _, (y, h_last) = ssd_both(x, dt, a, b, c, resets, h0, 4, "[-1,1]")
+    h, ys = h0.astype(np.float64), []
+    for t in range(11):
+        h = np.where(resets[t][:, None, None, None], 0.0, h)
+        h = (2 * np.exp(dt[t] * a) - 1)[..., None, None] * h + (dt[t][..., None] * x[t])[..., None] * b[t][..., None, :]
+        ys.append(np.einsum("bhpn,bhn->bhp", h, c[t]))
+    np.testing.assert_allclose(y, np.stack(ys), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(h_last, h, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("eigenvalue_range", RANGES)
+def test_ssd_without_batch_dims(eigenvalue_range):
     x, dt, a, b, c, _, h0 = ssd_inputs(8, 10, ())
     resets = np.isin(np.arange(10), [0, 4, 5, 8])
-    (y_ref, h_ref), (y, h) = ssd_both(x, dt, a, b, c, resets, h0, 4)
-    core_checks.assert_close((y, h), (y_ref, h_ref), 1e-5, "SSD without batch dims")
+    (y_ref, h_ref), (y, h) = ssd_both(x, dt, a, b, c, resets, h0, 4, eigenvalue_range)
+    core_checks.assert_close((y, h), (y_ref, h_ref), 1e-5, f"SSD without batch dims, {eigenvalue_range}")
+
+
+def test_ssd_exactly_zero_transition_is_finite():
+    """2 exp(dt a) - 1 = 0 exactly (dt a = -log 2): the chunked form floors |a| and stays finite, gradients too."""
+    x, dt, a, b, c, resets, h0 = ssd_inputs(4, 8, (2,), reset_prob=0.0)
+    a = np.full_like(a, -1.0)
+    dt[3] = np.float32(np.log(2.0))
+    assert np.any(2 * np.exp(dt * a) - 1 == 0)
+    (y_ref, h_ref), (y, h) = ssd_both(x, dt, a, b, c, resets, h0, 4, "[-1,1]")
+    core_checks.assert_close((y, h), (y_ref, h_ref), 1e-5, "SSD with a zero transition")
+    grad = jax.grad(lambda dt: jnp.sum(ssd_both(x, dt, a, b, c, resets, h0, 4, "[-1,1]")[1][0] ** 2))(dt)
+    assert np.all(np.isfinite(grad))
 
 
 def test_segment_sums():
@@ -186,13 +232,14 @@ def mamba2_reference(params, u, resets, layer: Mamba2Layer):
     dt = softplus(dt + p["dt_bias"])
     a = -np.exp(p["A_log"])
     group_of = np.arange(heads) // (heads // g)
+    transition = np.exp(dt * a) if layer.eigenvalue_range == "[0,1]" else 2 * np.exp(dt * a) - 1  # Grazzi et al.
     h, ys = np.zeros((batch, heads, hd, n)), []
     for t in range(steps):
         h = np.where(np.asarray(resets[t])[:, None, None, None], 0.0, h)
         xt = x[t].reshape(batch, heads, hd)
         bt = b[t].reshape(batch, g, n)[:, group_of]
         ct = c[t].reshape(batch, g, n)[:, group_of]
-        h = np.exp(dt[t] * a)[..., None, None] * h + (dt[t][..., None] * xt)[..., None] * bt[:, :, None, :]
+        h = transition[t][..., None, None] * h + (dt[t][..., None] * xt)[..., None] * bt[:, :, None, :]
         y = np.einsum("bhpn,bhn->bhp", h, ct) + p["D"][:, None] * xt
         gated = (y.reshape(batch, d_inner) * silu(z[t])).reshape(batch, g, -1)
         normed = gated / np.sqrt(np.mean(gated**2, axis=-1, keepdims=True) + 1e-5)
@@ -202,10 +249,17 @@ def mamba2_reference(params, u, resets, layer: Mamba2Layer):
 
 LAYERS = {
     "mamba": (MambaLayer(d_model=6, d_state=3, d_conv=3), mamba_reference),
-    "mamba2": (
-        Mamba2Layer(d_model=6, d_state=3, d_conv=3, head_dim=3, n_groups=2, chunk_size=3),
-        lambda params, u, resets, d_conv: mamba2_reference(params, u, resets, LAYERS["mamba2"][0]),
-    ),
+    **{
+        name: (
+            layer,
+            lambda params, u, resets, d_conv, layer=layer: mamba2_reference(params, u, resets, layer),
+        )
+        for name, layer in (
+            (f"mamba2{'' if r == '[0,1]' else r}",
+             Mamba2Layer(d_model=6, d_state=3, d_conv=3, head_dim=3, n_groups=2, chunk_size=3, eigenvalue_range=r))
+            for r in RANGES
+        )
+    },
 }
 
 
@@ -248,13 +302,22 @@ def test_mamba_init_follows_paper():
     assert np.max(np.abs(p["conv1d"]["kernel"])) <= 0.5  # +-1/sqrt(d_conv)
 
 
-def test_mamba2_init_follows_paper():
-    p = init_params(Mamba2Layer(d_model=256, d_state=2, head_dim=1, chunk_size=4), 256)["params"]  # 512 heads
+@pytest.mark.parametrize("eigenvalue_range", RANGES)
+def test_mamba2_init_follows_paper(eigenvalue_range):
+    """The published init in both ranges (Grazzi et al. keep it); its transitions at dt = softplus(dt_bias) lie in
+    the stated range: in [0,1] positive, in [-1,1] of both signs (exp(dt A) < 1/2 for dt A > log 2)."""
+    layer = Mamba2Layer(d_model=256, d_state=2, head_dim=1, chunk_size=4, eigenvalue_range=eigenvalue_range)
+    p = init_params(layer, 256)["params"]  # 512 heads
     a = np.exp(np.asarray(p["A_log"], np.float64))
     assert np.all(a >= 1.0 - 1e-5) and np.all(a <= 16.0 + 1e-4) and abs(np.mean(a) - 8.5) < 0.6
     np.testing.assert_array_equal(p["D"], np.ones(512))
     dt = softplus(np.asarray(p["dt_bias"], np.float64))
     assert np.all(dt >= 0.001 * (1 - 1e-4)) and np.all(dt <= 0.1 * (1 + 1e-4))
+    log_abs, negative = log_transition(jnp.asarray(dt, jnp.float32), -jnp.exp(p["A_log"]), eigenvalue_range)
+    assert np.all(np.asarray(log_abs) <= 0.0)  # |eigenvalue| <= 1
+    assert np.any(negative) == (eigenvalue_range == "[-1,1]")
+    np.testing.assert_allclose(np.exp(log_abs) * np.where(negative, -1, 1),
+                               np.exp(-dt * a) if eigenvalue_range == "[0,1]" else 2 * np.exp(-dt * a) - 1, atol=1e-6)
 
 
 # --- bad configurations -----------------------------------------------------------------------------------------
@@ -269,6 +332,7 @@ def test_mamba2_init_follows_paper():
         ("mamba2", {"d_model": 8, "head_dim": 4, "n_groups": 3}, "n_groups"),
         ("mamba2", {"chunk_size": 0}, "chunk_size"),
         ("mamba2", {"a_min": 0.0}, "a_min"),
+        ("mamba2", {"eigenvalue_range": "[-2,2]"}, "eigenvalue_range"),
     ],
 )
 def test_bad_config_raises(name, cfg, match):
