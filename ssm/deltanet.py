@@ -51,10 +51,9 @@ import jax
 import jax.numpy as jnp
 
 from ssmrl.ssm.causal_conv import CausalConv, last_reset
+from ssmrl.ssm.eigenvalues import check_eigenvalue_range
 from ssmrl.ssm.mamba import MambaState, ResidualStack, check_dt_range, check_positive, dt_bias_init
 from ssmrl.ssm.mamba2 import GatedRMSNorm, a_log_init, segment_sums
-
-EIGENVALUE_RANGES = ("[0,1]", "[-1,1]")
 
 
 def l2_normalize(x, eps: float = 1e-6):
@@ -184,11 +183,7 @@ class GatedDeltaNetLayer(nn.Module):
             owner, d_model=self.d_model, n_heads=self.n_heads, head_dim=self.head_dim, expand_v=self.expand_v,
             d_conv=self.d_conv, n_householder=self.n_householder, chunk_size=self.chunk_size,
         )
-        if not isinstance(self.eigenvalue_range, str) or self.eigenvalue_range not in EIGENVALUE_RANGES:
-            raise ValueError(
-                f"{owner}: eigenvalue_range must be one of {EIGENVALUE_RANGES} (a string; quote it in YAML), "
-                f"got {self.eigenvalue_range!r}"
-            )
+        check_eigenvalue_range(owner, self.eigenvalue_range)
         if not 0 <= self.a_min <= self.a_max or self.a_max <= 0:
             raise ValueError(f"{owner}: need 0 <= a_min <= a_max and a_max > 0, got a_min={self.a_min}, "
                              f"a_max={self.a_max}")
@@ -215,7 +210,8 @@ class GatedDeltaNetLayer(nn.Module):
         q = l2_normalize(q.reshape((*lead, heads, dk))) * dk**-0.5
         k = l2_normalize(k.reshape((*lead, n, heads, dk)))
         v = v.reshape((*lead, n, heads, dv))
-        beta = write_strength(b.reshape((*lead, n, heads)), self.eigenvalue_range)
+        eigenvalue_range = check_eigenvalue_range(type(self).__name__, self.eigenvalue_range)
+        beta = write_strength(b.reshape((*lead, n, heads)), eigenvalue_range)
         dt_bias = self.param("dt_bias", dt_bias_init(self.dt_min, self.dt_max, self.dt_init_floor), (heads,))
         a_log = self.param("A_log", a_log_init(self.a_min, self.a_max), (heads,))
         g = -jnp.exp(a_log) * nn.softplus(a + dt_bias)  # [T, *batch, H]: log alpha

@@ -253,8 +253,8 @@ def test_bfloat16_encoder(name):
 @pytest.mark.parametrize(
     ("name", "cfg", "match"),
     [
-        ("gated_deltanet", {"eigenvalue_range": "[0,2]"}, r"eigenvalue_range must be one of \('\[0,1\]', '\[-1,1\]'\)"),
-        ("deltaproduct", {"eigenvalue_range": [-1, 1]}, "quote it in YAML"),
+        ("gated_deltanet", {"eigenvalue_range": "[0,2]"}, r"unknown eigenvalue_range '\[0,2\]'; accepted"),
+        ("deltaproduct", {"eigenvalue_range": [0, 2]}, r"unknown eigenvalue_range \[0, 2\]"),
         ("deltaproduct", {"n_householder": 0}, "n_householder"),
         ("gated_deltanet", {"head_dim": 0}, "head_dim"),
         ("gated_deltanet", {"chunk_size": 0}, "chunk_size"),
