@@ -41,10 +41,24 @@ CORE_PRESETS = {
     "s4d": {"d_model": 256, "state_size": 64, "n_layers": 4},
     "lru": {"d_model": 256, "state_size": 256, "n_layers": 4},
     "mamba": {"d_model": 256, "n_layers": 4},
+    "mamba2": {"d_model": 256, "n_layers": 4},
+    "gated_deltanet": {"d_model": 256, "n_layers": 4, "n_heads": 4, "head_dim": 64},
+    "deltaproduct": {"d_model": 256, "n_layers": 4, "n_heads": 4, "head_dim": 64},
     "gru": {"features": 256},
     "lstm": {"features": 256},
     "mlp": {"features": 256},
 }
+# Grazzi et al.'s negative eigenvalues: "<core>[-1,1]" runs the preset with eigenvalue_range "[-1,1]".
+NEGATIVE = "[-1,1]"
+CORE_CHOICES = sorted(CORE_PRESETS) + [f"{c}{NEGATIVE}" for c in ("mamba2", "lru", "gated_deltanet", "deltaproduct")]
+
+
+def core_options(choice: str) -> tuple[str, dict]:
+    """(registered core name, core_kwargs) of a --cores choice."""
+    if choice.endswith(NEGATIVE):
+        name = choice.removesuffix(NEGATIVE)
+        return name, {**CORE_PRESETS[name], "eigenvalue_range": NEGATIVE}
+    return choice, CORE_PRESETS[choice]
 
 
 def families(names=POPGYM_ENVS) -> list[str]:
@@ -52,9 +66,10 @@ def families(names=POPGYM_ENVS) -> list[str]:
 
 
 def run_one(base, env_name: str, core: str, seeds: int, total_timesteps: int | None) -> dict:
-    """Trains `seeds` seeds of one (env, core); returns the row."""
+    """Trains `seeds` seeds of one (env, --cores choice); returns the row."""
+    name, core_kwargs = core_options(core)
     config = dataclasses.replace(
-        base, env=dataclasses.replace(base.env, name=env_name), core=core, core_kwargs=CORE_PRESETS[core],
+        base, env=dataclasses.replace(base.env, name=env_name), core=name, core_kwargs=core_kwargs,
         **({"total_timesteps": total_timesteps} if total_timesteps else {}),
     )
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
@@ -85,7 +100,7 @@ def summarize(paths: list[str]) -> None:
     """Prints a pivot of sweep results (jsonl files; a later row of the same env and core wins): one table per
     difficulty, one row per env (alphabetical), final return per core, then the median SPS per core."""
     rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
-    cores = [c for c in CORE_PRESETS if any(r["core"] == c for r in rows)]
+    cores = [c for c in CORE_CHOICES if any(r["core"] == c for r in rows)]
     table = {(r["env"], r["core"]): r for r in rows}
     for difficulty in ("Easy", "Medium", "Hard"):
         envs = sorted({r["env"] for r in rows if r["env"].endswith("-" + difficulty)})
@@ -106,7 +121,7 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=families(), help=f"POPGym families, from {families()}, or "
                         f"state-tracking ones, from {families(STATE_TRACKING_ENVS)}")
     parser.add_argument("--difficulties", nargs="+", default=["Easy", "Medium"])
-    parser.add_argument("--cores", nargs="+", default=["s5", "gru", "lstm", "mlp"], choices=sorted(CORE_PRESETS))
+    parser.add_argument("--cores", nargs="+", default=["s5", "gru", "lstm", "mlp"], choices=CORE_CHOICES)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--total-timesteps", type=int, default=None, help="per seed (default: the config's)")
     parser.add_argument("--deadline-min", type=float, default=None, help="start no new run after this many minutes")
