@@ -177,17 +177,18 @@ class GatedDeltaNetLayer(nn.Module):
         return self.n_heads * (self.head_dim + self.n_householder * (self.head_dim + self.head_v_dim))
 
     @nn.nowrap
-    def _check(self):
+    def _check(self) -> str:
+        """ValueError on a bad option; returns the canonical eigenvalue range."""
         owner = type(self).__name__
         check_positive(
             owner, d_model=self.d_model, n_heads=self.n_heads, head_dim=self.head_dim, expand_v=self.expand_v,
             d_conv=self.d_conv, n_householder=self.n_householder, chunk_size=self.chunk_size,
         )
-        check_eigenvalue_range(owner, self.eigenvalue_range)
         if not 0 <= self.a_min <= self.a_max or self.a_max <= 0:
             raise ValueError(f"{owner}: need 0 <= a_min <= a_max and a_max > 0, got a_min={self.a_min}, "
                              f"a_max={self.a_max}")
         check_dt_range(owner, self.dt_min, self.dt_max, self.dt_init_floor)
+        return check_eigenvalue_range(owner, self.eigenvalue_range)
 
     @nn.nowrap
     def initialize_carry(self, batch_shape: Sequence[int]) -> MambaState:
@@ -199,7 +200,7 @@ class GatedDeltaNetLayer(nn.Module):
     @nn.compact
     def __call__(self, carry: MambaState, u, resets):
         """carry, u `[T, *batch, d_model]`, resets `[T, *batch]` -> (carry, `[T, *batch, d_model]`)."""
-        self._check()
+        eigenvalue_range = self._check()
         heads, n, dk, dv = self.n_heads, self.n_householder, self.head_dim, self.head_v_dim
         lead = u.shape[:-1]
         sizes = [self.conv_dim, heads * dv, heads, n * heads]  # q k v (convolved), z, a, b
@@ -210,7 +211,6 @@ class GatedDeltaNetLayer(nn.Module):
         q = l2_normalize(q.reshape((*lead, heads, dk))) * dk**-0.5
         k = l2_normalize(k.reshape((*lead, n, heads, dk)))
         v = v.reshape((*lead, n, heads, dv))
-        eigenvalue_range = check_eigenvalue_range(type(self).__name__, self.eigenvalue_range)
         beta = write_strength(b.reshape((*lead, n, heads)), eigenvalue_range)
         dt_bias = self.param("dt_bias", dt_bias_init(self.dt_min, self.dt_max, self.dt_init_floor), (heads,))
         a_log = self.param("A_log", a_log_init(self.a_min, self.a_max), (heads,))
