@@ -10,7 +10,7 @@ world-model suites (``"memory_wm/<name>"``), and the registered meta-RL tasks of
 
 import difflib
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Any
 
@@ -22,22 +22,24 @@ _ALIASES: dict[str, str] = {}
 _LOADED: set[str] = set()
 
 
+def _add_game_suite(suite: Mapping[str, Callable], aliases: Mapping[str, str]) -> None:
+    """Registers a POPGym-style suite: canonical name -> factory, and alias -> canonical name."""
+    for name, build in suite.items():
+        _add(name, _with_default_params(build))
+    for alias, name in aliases.items():
+        _add_alias(alias, name)
+
+
 def _load_popgym() -> None:
     from ssmrl.envs.popgym.suite import POPGYM_ALIASES, POPGYM_ENVS
 
-    for name, build in POPGYM_ENVS.items():
-        _add(name, _with_default_params(build))
-    for alias, name in POPGYM_ALIASES.items():
-        _add_alias(alias, name)
+    _add_game_suite(POPGYM_ENVS, POPGYM_ALIASES)
 
 
 def _load_state_tracking() -> None:
     from ssmrl.envs.state_tracking.suite import STATE_TRACKING_ALIASES, STATE_TRACKING_ENVS
 
-    for name, build in STATE_TRACKING_ENVS.items():
-        _add(name, _with_default_params(build))
-    for alias, name in STATE_TRACKING_ALIASES.items():
-        _add_alias(alias, name)
+    _add_game_suite(STATE_TRACKING_ENVS, STATE_TRACKING_ALIASES)
 
 
 def _load_gymnax() -> None:
