@@ -19,6 +19,7 @@ from hypothesis import strategies as st
 
 from ssmrl.envs.popgym import cartpole, labyrinth, pendulum
 from ssmrl.envs.popgym.labyrinth import FREE, GOAL, MOVES, NO_ACTION, OBSTACLE, START, generate_maze
+from tests.compile_options import FULL_OPTIMIZATION
 
 MODULES = (cartpole, pendulum, labyrinth)
 REGISTRY = {name: factory for module in MODULES for name, factory in module.REGISTRY.items()}
@@ -135,7 +136,8 @@ STATED = {
 Rollout = collections.namedtuple("Rollout", "obs0 state0 returns alive_at_end obs reward terminated truncated time")
 
 
-@functools.partial(jax.jit, static_argnames=("env", "prepare", "act", "n_steps"))
+# long rollouts (Labyrinth Medium/Hard: a maze generated at every reset) run far longer than they compile
+@functools.partial(jax.jit, static_argnames=("env", "prepare", "act", "n_steps"), compiler_options=FULL_OPTIMIZATION)
 def first_episodes(env, params, prepare, act, n_steps, keys, use_oracle):
     """Roll each lane `[B]` for `n_steps` `T`, summing the rewards of its first episode only.
 
