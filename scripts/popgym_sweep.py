@@ -5,7 +5,7 @@
         --cores s5 gru --seeds 3 --total-timesteps 2000000 --jsonl runs/sweep.jsonl
     python scripts/popgym_sweep.py --summarize runs/sweep.jsonl             # pivot: env x core
     python scripts/popgym_sweep.py --envs Parity ModularAddition PermutationComposition \\
-        env.prev_action_reward=false                                      # the state-tracking tasks (see below)
+        --cores gru mamba2 "mamba2:eigenvalue_range=[-1,1]" env.prev_action_reward=false   # state tracking (below)
 
 The base config (`--config`, default configs/ppo_popgym.yaml: popjaxrl's PPO settings) is overridden per run by
 the env name and by the core preset below (width 256, as popjaxrl's S5 with 4 layers and state 256). POPGym
@@ -35,6 +35,7 @@ from ssmrl.agents.ppo import make_train
 from ssmrl.cli import resolve_config
 from ssmrl.envs.popgym.suite import POPGYM_ENVS
 from ssmrl.envs.state_tracking.suite import STATE_TRACKING_ENVS
+from state_tracking import parse_core  # scripts/state_tracking.py
 
 CORE_PRESETS = {
     "s5": {"d_model": 256, "state_size": 256, "n_layers": 4},
@@ -48,17 +49,15 @@ CORE_PRESETS = {
     "lstm": {"features": 256},
     "mlp": {"features": 256},
 }
-# Grazzi et al.'s negative eigenvalues: "<core>[-1,1]" runs the preset with eigenvalue_range "[-1,1]".
-NEGATIVE = "[-1,1]"
-CORE_CHOICES = sorted(CORE_PRESETS) + [f"{c}{NEGATIVE}" for c in ("mamba2", "lru", "gated_deltanet", "deltaproduct")]
 
 
-def core_options(choice: str) -> tuple[str, dict]:
-    """(registered core name, core_kwargs) of a --cores choice."""
-    if choice.endswith(NEGATIVE):
-        name = choice.removesuffix(NEGATIVE)
-        return name, {**CORE_PRESETS[name], "eigenvalue_range": NEGATIVE}
-    return choice, CORE_PRESETS[choice]
+def core_options(spec: str) -> tuple[str, dict]:
+    """(registered core name, core_kwargs) of a --cores spec NAME[:KEY=VALUE...] (state_tracking.py's syntax, e.g.
+    "mamba2:eigenvalue_range=[-1,1]"): the preset of NAME with the options on top."""
+    name, options = parse_core(spec)
+    if name not in CORE_PRESETS:
+        raise ValueError(f"core {spec!r}: no preset for {name!r}; presets: {sorted(CORE_PRESETS)}")
+    return name, {**CORE_PRESETS[name], **options}
 
 
 def families(names=POPGYM_ENVS) -> list[str]:
@@ -100,7 +99,7 @@ def summarize(paths: list[str]) -> None:
     """Prints a pivot of sweep results (jsonl files; a later row of the same env and core wins): one table per
     difficulty, one row per env (alphabetical), final return per core, then the median SPS per core."""
     rows = [json.loads(line) for path in paths for line in Path(path).read_text().splitlines() if line.strip()]
-    cores = [c for c in CORE_CHOICES if any(r["core"] == c for r in rows)]
+    cores = sorted({r["core"] for r in rows}, key=lambda c: (list(CORE_PRESETS).index(parse_core(c)[0]), c))
     table = {(r["env"], r["core"]): r for r in rows}
     for difficulty in ("Easy", "Medium", "Hard"):
         envs = sorted({r["env"] for r in rows if r["env"].endswith("-" + difficulty)})
@@ -121,7 +120,8 @@ def main() -> None:
     parser.add_argument("--envs", nargs="+", default=families(), help=f"POPGym families, from {families()}, or "
                         f"state-tracking ones, from {families(STATE_TRACKING_ENVS)}")
     parser.add_argument("--difficulties", nargs="+", default=["Easy", "Medium"])
-    parser.add_argument("--cores", nargs="+", default=["s5", "gru", "lstm", "mlp"], choices=CORE_CHOICES)
+    parser.add_argument("--cores", nargs="+", default=["s5", "gru", "lstm", "mlp"],
+                        help=f"NAME[:KEY=VALUE...], NAME from {sorted(CORE_PRESETS)}")
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--total-timesteps", type=int, default=None, help="per seed (default: the config's)")
     parser.add_argument("--deadline-min", type=float, default=None, help="start no new run after this many minutes")
@@ -132,6 +132,11 @@ def main() -> None:
     if args.summarize:
         summarize(args.summarize)
         return
+    for spec in args.cores:
+        try:
+            core_options(spec)
+        except ValueError as error:
+            parser.error(str(error))
     known = families() + families(STATE_TRACKING_ENVS)
     unknown = sorted(set(args.envs) - set(known))
     if unknown:
