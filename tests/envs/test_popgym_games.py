@@ -30,6 +30,7 @@ from ssmrl.envs.popgym import (
     repeat_first,
     repeat_previous,
 )
+from tests.compile_options import FULL_OPTIMIZATION
 from tests.envs.game_rollout import rollout
 
 MODULES = (
@@ -153,7 +154,8 @@ def compiled(name):
     env = REGISTRY[name]()
     num_steps = env.default_params.max_steps_in_episode + 2
     policy = POLICIES[name.split("-")[0]]
-    return env, jax.jit(functools.partial(rollout, env, policy, num_envs=NUM_ENVS, num_steps=num_steps))
+    return env, jax.jit(functools.partial(rollout, env, policy, num_envs=NUM_ENVS, num_steps=num_steps),
+                        compiler_options=FULL_OPTIMIZATION)
 
 
 @functools.cache
