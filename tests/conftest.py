@@ -5,9 +5,9 @@ import os
 
 # Most tests compile many small programs and run each briefly, so compiling is most of their time: XLA's LLVM
 # backend at -O0 compiles about 30% faster (measured: CPU time of tests/agents/test_ppo.py, test_train_cli.py,
-# test_s4wm.py and test_s5.py 515 s -> 373 s on the CI kind of CPU). The long-running learning tests compile their
-# one program at XLA's default level (tests.compile_options.FULL_OPTIMIZATION). Set before jax starts a backend;
-# subprocesses inherit it; an XLA_FLAGS that names the level already wins.
+# test_s4wm.py and test_s5.py 515 s -> 373 s on the CI kind of CPU). Programs that run long (the learning tests,
+# the env suites' rollouts) compile at XLA's default level (tests.compile_options.FULL_OPTIMIZATION). Set before
+# jax starts a backend; subprocesses inherit it; an XLA_FLAGS that names the level already wins.
 if "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
     os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} --xla_backend_optimization_level=0".strip()
 
