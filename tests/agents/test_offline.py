@@ -233,7 +233,8 @@ def run_tiny(tmp_path: Path, algo: str, dataset: str, updates: int, checkpoint_e
 
 
 def assert_falls(values):
-    """The mean over seeds of the last 5 updates is below 0.6 x that of the first 5."""
+    """The mean over seeds of the last 5 updates is below 0.6 x that of the first 5. Observed: DT 1.00 -> 0.18, DM
+    action error 0.46 -> 0.066, the same on AMD EPYC, jax 0.10.2, and on Intel Xeon (GPU host, cpu), jax 0.11.2."""
     values = np.asarray(values).mean(1)
     print("loss, first 5 / last 5 updates:", values[:5].mean(), values[-5:].mean())
     assert values[-5:].mean() < 0.6 * values[:5].mean(), values

@@ -101,10 +101,15 @@ def test_lowers_to_triton_for_cuda(complex_, a_shape, reset_dims):
         return h, pullback(ct)
 
     triton_call = "__gpu$xla.gpu.triton"
-    exported = jax.export.export(
-        jax.jit(vjp), platforms=["cuda"],
-        disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(triton_call)],
-    )(a, b, resets, h0, ct)
+    try:
+        exported = jax.export.export(
+            jax.jit(vjp), platforms=["cuda"],
+            disabled_checks=[jax.export.DisabledSafetyCheck.custom_call(triton_call)],
+        )(a, b, resets, h0, ct)
+    except RuntimeError as err:  # jax 0.11 reads the GPU's properties to lower Triton (seen with JAX_PLATFORMS=cpu)
+        if "No supported GPU devices found" not in str(err):
+            raise
+        pytest.skip("this jax lowers Triton kernels only with a GPU present; scripts/check_scan_kernel.py checks there")
     text = exported.mlir_module()
     assert text.count(f"@{triton_call}") == 2
     assert 'name = "forward_kernel"' in text and 'name = "backward_kernel"' in text

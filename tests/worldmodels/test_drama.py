@@ -221,7 +221,9 @@ def test_step_mode_equals_sequence_mode():
 
 def test_world_model_loss_decreases_on_a_tiny_replay():
     """Deterministic episodes (obs = one-hot of t mod 4, reward 1 when the action repeats it, 8-step episodes) in a
-    full replay: 40 DFS-sampled training steps lower the loss; every term is finite; each step counts its windows."""
+    full replay: 40 DFS-sampled training steps lower the loss (last 5 below 0.7x the first 5); every term is finite;
+    each step counts its windows. Observed: 7.65 -> 2.88 (0.38x) on AMD EPYC, jax 0.10.2, and on Intel Xeon (GPU
+    host, cpu), jax 0.11.2."""
     setup, params = tiny()
     t = np.arange(40)[:, None].repeat(2, 1)
     action = np.random.default_rng(0).integers(0, 4, (40, 2))
