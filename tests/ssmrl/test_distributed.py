@@ -34,8 +34,8 @@ TINY = dict(core="s5", core_kwargs={"d_model": 8, "state_size": 4, "n_layers": 1
 def run_python(code: str, devices: int, extra_env: dict[str, str] | None = None, argv: tuple[str, ...] = ()
                ) -> subprocess.Popen:
     """`code` (with `sys.argv[1:] == argv`) in a fresh interpreter with `devices` forced CPU devices."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu",
-           "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}", **(extra_env or {})}
+    flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags, **(extra_env or {})}
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *argv], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
