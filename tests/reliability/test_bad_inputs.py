@@ -93,9 +93,9 @@ def test_core_runs_in_float32_under_x64(name):
         x = jax.random.normal(jax.random.key(0), (6, 2, 3), jnp.float32)
         resets = jnp.zeros((6, 2), bool).at[2, 0].set(True)
         carry = core.initialize_carry((2,))
-        params = core.init(jax.random.key(1), carry, x, resets)
+        params = jax.jit(core.init)(jax.random.key(1), carry, x, resets)  # jitted: one compile, not one per op
         assert {leaf.dtype for leaf in jax.tree.leaves(params)} == {jnp.dtype(jnp.float32)}, name
         for steps in (6, 1):  # sequence, then step mode
-            new_carry, y = core.apply(params, carry, x[:steps], resets[:steps])
+            new_carry, y = jax.jit(core.apply)(params, carry, x[:steps], resets[:steps])
             assert y.dtype == jnp.float32 and np.isfinite(np.asarray(y)).all()
             assert [c.dtype for c in jax.tree.leaves(new_carry)] == [c.dtype for c in jax.tree.leaves(carry)]

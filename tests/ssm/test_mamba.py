@@ -60,7 +60,7 @@ def test_mamba2_grads_finite_with_resets(name):
     x, resets = core_checks.random_sequence(jax.random.key(5), *SHAPE, reset_prob=0.5)
     params = core_checks.init_core(core, jax.random.key(4), x, resets)
     loss = lambda p, x: jnp.sum(core_checks.run_whole(core, p, x, resets)[1] ** 2)
-    grads = jax.grad(loss, argnums=(0, 1))(params, x)
+    grads = jax.jit(jax.grad(loss, argnums=(0, 1)))(params, x)
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 

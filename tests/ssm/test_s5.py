@@ -120,7 +120,7 @@ def test_bfloat16_activations(name):
     """dtype=bfloat16: bf16 outputs within 3% of float32 with the same parameters, complex64 carry, float32
     gradients; the modes still agree and resets still isolate gradients."""
     core = JittedCore(make_core(name, **SMALL_S5, dtype="bfloat16"))
-    reference = make_core(name, **SMALL_S5)
+    reference = JittedCore(make_core(name, **SMALL_S5))
     x = jax.random.normal(jax.random.key(0), (17, 3, 5))
     resets = jax.random.bernoulli(jax.random.key(1), 0.2, (17, 3))
     carry = reference.initialize_carry((3,))
@@ -130,7 +130,7 @@ def test_bfloat16_activations(name):
     assert y_16.dtype == jnp.bfloat16
     assert all(c.dtype == jnp.complex64 for c in jax.tree.leaves(carry_16))
     assert float(jnp.max(jnp.abs(y_16 - y_32)) / jnp.max(jnp.abs(y_32))) < 3e-2
-    grads = jax.grad(lambda p: jnp.sum(core.apply(p, carry, x, resets)[1].astype(jnp.float32) ** 2))(params)
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(core.apply(p, carry, x, resets)[1].astype(jnp.float32) ** 2)))(params)
     assert all(g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
     assert_modes_agree(core, jax.random.key(3), rtol=1e-2)
     assert_reset_isolation(core, jax.random.key(4))

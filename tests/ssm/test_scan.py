@@ -101,7 +101,7 @@ def test_broadcast_decay_and_no_resets(method):
     a, b, _, _ = make_inputs(3, 33, 2, 4, True, 0.0, a_shape="state")
     none = jnp.zeros((33, 2), bool)
     ref = reference(a, b, none, np.zeros((2, 4), np.complex64))
-    assert rel_err(reset_scan(a, b, method=method, chunk_size=5), ref) < 1e-5
+    assert rel_err(jitted_scan(method, chunk_size=5)(a, b), ref) < 1e-5
 
 
 @pytest.mark.parametrize("method", PARALLEL)
@@ -112,7 +112,7 @@ def test_gradient_across_reset_is_exactly_zero(method):
     def after(b, h0):
         return jnp.sum(jnp.abs(reset_scan(a, b, resets, h0, method=method, chunk_size=4)[10:]) ** 2)
 
-    gb, gh0 = jax.grad(after, argnums=(0, 1))(b, h0)
+    gb, gh0 = jax.jit(jax.grad(after, argnums=(0, 1)))(b, h0)
     assert np.all(np.asarray(gb[:10]) == 0) and np.all(np.asarray(gh0) == 0)
     assert np.all(np.asarray(gb[10:]) != 0)
 
@@ -120,9 +120,9 @@ def test_gradient_across_reset_is_exactly_zero(method):
 def test_carry_continues_across_calls():
     """Scanning [0, T) at once == scanning [0, k) then [k, T) from the first part's last state."""
     a, b, resets, h0 = make_inputs(7, 50, 2, 3, False, 0.1)
-    whole = reset_scan(a, b, resets, h0, method="associative")
-    first = reset_scan(a[:20], b[:20], resets[:20], h0, method="associative")
-    second = reset_scan(a[20:], b[20:], resets[20:], first[-1], method="chunked", chunk_size=7)
+    associative = jitted_scan("associative")
+    whole, first = associative(a, b, resets, h0), associative(a[:20], b[:20], resets[:20], h0)
+    second = jitted_scan("chunked", chunk_size=7)(a[20:], b[20:], resets[20:], first[-1])
     assert rel_err(jnp.concatenate([first, second]), whole) < 1e-5
 
 
