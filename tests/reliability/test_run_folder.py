@@ -17,8 +17,8 @@ from ssmrl.cli import main, resolve_config
 from ssmrl.folder import LOCK_NAME
 from ssmrl.runner import RunFolder
 from tests.reliability.toy import make_toy
+from tests.subprocesses import ROOT, subprocess_env
 
-ROOT = Path(__file__).parents[2]
 TRAIN = ("import sys; from tests.reliability import toy; toy.register(); from ssmrl.cli import main; "
          "sys.exit(main(sys.argv[1:]))")
 HOLD = ("import sys, time; from ssmrl.folder import run_folder_lock; lock = run_folder_lock(sys.argv[1]); "
@@ -26,8 +26,8 @@ HOLD = ("import sys, time; from ssmrl.folder import run_folder_lock; lock = run_
 
 
 def spawn(code: str, *args: str) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, text=True, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE)
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=ROOT, env=subprocess_env(), text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
 
 def wait_for(condition, timeout: float = 60.0) -> None:

@@ -61,7 +61,7 @@ def test_round_trip_is_bitwise_exact(shared, weights, offset):
 
 def test_without_a_target_containers_come_back_as_dicts(shared):
     state = _state(np.ones((SEEDS, 4, 2), np.float32), offset=7)
-    shared.save(shared.latest_step() + 1, state)
+    shared.save((shared.latest_step() or 0) + 1, state)
     raw = shared.restore()
     assert set(raw) == {"params", "key", "step", "done"}
     np.testing.assert_array_equal(raw["params"]["dense"]["kernel"], state.params["dense"]["kernel"])

@@ -10,7 +10,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-from pathlib import Path
 
 import jax
 import numpy as np
@@ -25,8 +24,8 @@ from ssmrl.agents.ppo import PPOConfig, make_ppo
 from ssmrl.distributed import initialize_from_env
 from ssmrl.runner import RunSettings, abstract_state
 from ssmrl.sharding import check_divisible, make_mesh, state_shardings
+from tests.subprocesses import ROOT, subprocess_env
 
-ROOT = Path(__file__).resolve().parents[2]
 TINY = dict(core="s5", core_kwargs={"d_model": 8, "state_size": 4, "n_layers": 1}, hidden=8, num_steps=8,
             update_epochs=2, num_minibatches=2, lr=1e-3)
 
@@ -35,7 +34,7 @@ def run_python(code: str, devices: int, extra_env: dict[str, str] | None = None,
                ) -> subprocess.Popen:
     """`code` (with `sys.argv[1:] == argv`) in a fresh interpreter with `devices` forced CPU devices."""
     flags = f"{os.environ.get('XLA_FLAGS', '')} --xla_force_host_platform_device_count={devices}".strip()
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags, **(extra_env or {})}
+    env = subprocess_env(JAX_PLATFORMS="cpu", XLA_FLAGS=flags, **(extra_env or {}))
     return subprocess.Popen([sys.executable, "-c", textwrap.dedent(code), *argv], cwd=ROOT, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
