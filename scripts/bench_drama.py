@@ -31,7 +31,7 @@ import time
 import jax
 import jax.numpy as jnp
 
-from ssmrl.config import apply_overrides, load_yaml, parse_config
+from ssmrl.cli import resolve_config
 from ssmrl.worldmodels.replay import replay_add
 from ssmrl.worldmodels.train_drama import (
     DramaConfig,
@@ -50,12 +50,6 @@ TINY = [  # a CPU smoke run: small model, short windows, few imagined trajectori
     "behaviour.critic_units=32", "behaviour.layers=1", "behaviour.imagine_batch=8", "behaviour.imagine_context=4",
     "behaviour.imagine_horizon=4", "replay.capacity=2048", "env_steps_per_update=4",
 ]
-
-
-def load_config(path: str, overrides: list[str]) -> DramaConfig:
-    data = load_yaml(path)
-    section = dict(data.get("drama", {}))
-    return parse_config(DramaConfig, apply_overrides(section, overrides), where="drama")
 
 
 def filled(setup, state, fill: int, key):
@@ -88,7 +82,6 @@ def timed(fn, args, reps: int) -> float:
 
 def stage_functions(setup, config: DramaConfig):
     """name -> (state, key) -> outputs, for one seed (vmapped by the caller)."""
-    behaviour = setup.behaviour
 
     def world_model(s, key):
         return train_world_model(setup, config, s.wm_params, s.wm_opt, s.replay, key)
@@ -103,19 +96,19 @@ def stage_functions(setup, config: DramaConfig):
         replay = replay_add(s.replay, setup.to_storage(s.obs), action, step[2], step[3], s.first)
         return carry, h, replay.size
 
-    return {"world model": world_model, "imagination": imagination, "acting": acting}, behaviour
+    return {"world model": world_model, "imagination": imagination, "acting": acting}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides of the drama section (dotted keys)")
+    parser.add_argument("overrides", nargs="*", help="KEY=VALUE overrides, as for `ssmrl train`")
     parser.add_argument("--config", default="configs/drama_minatar_breakout.yaml")
     parser.add_argument("--seeds", type=int, default=1, help="seeds vmapped in one program")
     parser.add_argument("--fill", type=int, default=50_000, help="replay rows filled before timing")
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run: a small model (overrides come after)")
     args = parser.parse_args()
-    config = load_config(args.config, (TINY if args.tiny else []) + args.overrides)
+    _, config, _ = resolve_config(args.config, (TINY if args.tiny else []) + args.overrides)
     setup = build(config)
     fill = min(args.fill, config.replay.capacity)
     keys = jax.random.split(jax.random.PRNGKey(0), args.seeds)
@@ -123,12 +116,12 @@ def main() -> None:
     state = jax.jit(jax.vmap(lambda s, k: filled(setup, s, fill, k)))(state, keys)
     step_keys = jax.random.split(jax.random.PRNGKey(1), args.seeds)
 
-    stages, behaviour = stage_functions(setup, config)
+    stages = stage_functions(setup, config)
     rows = {}
     for name, fn in stages.items():
         rows[name] = timed(jax.jit(jax.vmap(fn)), (state, step_keys), args.reps)
     traj = jax.jit(jax.vmap(stages["imagination"]))(state, step_keys)
-    rows["actor-critic"] = timed(jax.jit(jax.vmap(behaviour.update)), (state.behaviour, traj), args.reps)
+    rows["actor-critic"] = timed(jax.jit(jax.vmap(setup.behaviour.update)), (state.behaviour, traj), args.reps)
 
     algorithm = make_drama(config)
     update = jax.jit(jax.vmap(algorithm.update))
