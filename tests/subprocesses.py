@@ -1,9 +1,8 @@
 """Environments for the tests' fresh interpreters."""
 
 import os
-from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.layout import ROOT
 
 
 def subprocess_env(**extra: str) -> dict[str, str]:

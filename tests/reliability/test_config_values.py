@@ -1,7 +1,6 @@
 """Every config value is checked before any work; the message names the key, the value and what is accepted."""
 
 import glob
-from pathlib import Path
 
 import pytest
 from hypothesis import given
@@ -10,8 +9,8 @@ from hypothesis import strategies as st
 from ssmrl.agents.ppo import PPOConfig, check_config
 from ssmrl.cli import main, resolve_config
 from ssmrl.config import UNIT
+from tests.layout import ROOT
 
-ROOT = Path(__file__).parents[2]
 PPO, MAPPO = str(ROOT / "configs/ppo_s5_repeat_previous.yaml"), str(ROOT / "configs/mappo_mpe_spread_s5.yaml")
 BAD = [  # (override, the message)
     ("env.num_envs=0", "env.num_envs must be an integer >= 1, got 0"),

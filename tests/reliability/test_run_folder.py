@@ -16,8 +16,9 @@ from ssmrl.checkpoint import Checkpointer
 from ssmrl.cli import main, resolve_config
 from ssmrl.folder import LOCK_NAME
 from ssmrl.runner import RunFolder
+from tests.layout import ROOT
 from tests.reliability.toy import make_toy
-from tests.subprocesses import ROOT, subprocess_env
+from tests.subprocesses import subprocess_env
 
 TRAIN = ("import sys; from tests.reliability import toy; toy.register(); from ssmrl.cli import main; "
          "sys.exit(main(sys.argv[1:]))")

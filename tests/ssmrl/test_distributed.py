@@ -24,7 +24,8 @@ from ssmrl.agents.ppo import PPOConfig, make_ppo
 from ssmrl.distributed import initialize_from_env
 from ssmrl.runner import RunSettings, abstract_state
 from ssmrl.sharding import check_divisible, make_mesh, state_shardings
-from tests.subprocesses import ROOT, subprocess_env
+from tests.layout import ROOT
+from tests.subprocesses import subprocess_env
 
 TINY = dict(core="s5", core_kwargs={"d_model": 8, "state_size": 4, "n_layers": 1}, hidden=8, num_steps=8,
             update_epochs=2, num_minibatches=2, lr=1e-3)
