@@ -50,7 +50,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssmrl.ssm.causal_conv import CausalConv, last_reset
+from ssmrl.ssm.causal_conv import CausalConv, any_non_finite, last_reset
 from ssmrl.ssm.eigenvalues import check_eigenvalue_range
 from ssmrl.ssm.mamba import MambaState, ResidualStack, check_dt_range, check_positive, dt_bias_init
 from ssmrl.ssm.mamba2 import GatedRMSNorm, a_log_init, segment_sums
@@ -105,7 +105,7 @@ def gated_delta_chunked(q, k, v, g, beta, resets, h0, chunk_size: int):
     # g = -inf (alpha = 0) is a valid decay; NaN or +inf in g, beta or k poisons every value column of its head.
     bad_step = ~((g < jnp.inf) & jnp.isfinite(beta) & jnp.isfinite(k).all(-1))  # [T, *batch, H]
     bad = bad_step[..., None] | ~jnp.isfinite(v)  # [T, *batch, H, V]: a value column is poisoned on its own
-    bad_h0 = ~jnp.isfinite(h0).all(-2)  # [*batch, H, V]
+    bad_h0 = any_non_finite(h0, -2)  # [*batch, H, V]
     g, beta, k, v = zero(bad_step, g), zero(bad_step, beta), zero(bad_step[..., None], k), zero(bad, v)
     h0 = zero(bad_h0[..., None, :], h0)
     since_reset = last_reset(resets, 1)[..., None, None]  # [T, *batch, 1, 1]: last reset at or before t, -1 if none

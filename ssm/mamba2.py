@@ -35,7 +35,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssmrl.ssm.causal_conv import CausalConv, last_reset
+from ssmrl.ssm.causal_conv import CausalConv, any_non_finite, last_reset
 from ssmrl.ssm.eigenvalues import check_eigenvalue_range, extend_range
 from ssmrl.ssm.mamba import MambaState, ResidualStack, check_dt_range, check_positive, dt_bias_init
 from ssmrl.ssm.scan import reset_scan
@@ -102,7 +102,7 @@ def ssd_chunked(x, dt, a, b, c, resets, h0, chunk_size: int, method: str = "auto
 
     (log_a, negative), xs = log_transition(dt, a, eigenvalue_range), dt[..., None] * x  # [T, *batch, H], ...P]
     bad = ~(jnp.isfinite(log_a) & jnp.isfinite(xs).all(-1) & jnp.isfinite(b).all(-1))  # [T, *batch, H]
-    bad_h0 = ~jnp.isfinite(h0).all((-2, -1))  # [*batch, H]
+    bad_h0 = any_non_finite(h0, (-2, -1))  # [*batch, H]
     log_a, xs, b = (jnp.where(bad[..., None] if v.ndim > bad.ndim else bad, jnp.zeros((), v.dtype), v)
                     for v in (log_a, xs, b))
     h0 = jnp.where(bad_h0[..., None, None], jnp.zeros((), h0.dtype), h0)
