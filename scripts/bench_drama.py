@@ -3,6 +3,7 @@
     python scripts/bench_drama.py                                   # configs/drama_minatar_breakout.yaml (GPU)
     python scripts/bench_drama.py --tiny                            # CPU smoke run: a small model, seconds
     python scripts/bench_drama.py --seeds 3 model.backbone=gru "model.core_kwargs={features: 512}"
+    python scripts/bench_drama.py --profile runs/profile            # + the device time of one update by kernel
 
 One iteration of the loop (`ssmrl.worldmodels.train_drama`, default schedule) is one env step in each env, one
 world-model step on `model.batch_size` x `model.seq_len` windows and one actor-critic step on
@@ -32,6 +33,7 @@ import jax
 import jax.numpy as jnp
 
 from ssmrl.cli import resolve_config
+from ssmrl.profiling import format_table, profile_call
 from ssmrl.worldmodels.replay import replay_add
 from ssmrl.worldmodels.train_drama import (
     DramaConfig,
@@ -107,6 +109,7 @@ def main() -> None:
     parser.add_argument("--fill", type=int, default=50_000, help="replay rows filled before timing")
     parser.add_argument("--reps", type=int, default=20)
     parser.add_argument("--tiny", action="store_true", help="CPU smoke run: a small model (overrides come after)")
+    parser.add_argument("--profile", metavar="DIR", help="trace one update into DIR and print its kernels by time")
     args = parser.parse_args()
     _, config, _ = resolve_config(args.config, (TINY if args.tiny else []) + args.overrides)
     setup = build(config)
@@ -143,6 +146,9 @@ def main() -> None:
     minutes = iterations * rows["iteration"] / 6e4
     print(f"\nprojected: {iterations:,} iterations ({config.total_steps:,} env steps) x {rows['iteration']:.2f} ms = "
           f"{minutes:.1f} min per run of {args.seeds} seed(s) (compile excluded)")
+    if args.profile:
+        print(f"\n# one update ({config.env_steps_per_update} iterations) traced into {args.profile}, per iteration")
+        print(format_table(profile_call(update, (state,), args.profile, config.env_steps_per_update)))
 
 
 if __name__ == "__main__":
