@@ -24,19 +24,25 @@ from gymnax.environments import spaces
 
 from ssmrl.envs.wrappers import box_bounds
 from ssmrl.ssm.initializers import orthogonal
+from ssmrl.ssm.precision import float32_bias
 
 MASKED_LOGIT = -1e9
 """The logit of an unavailable action: probability exactly 0 in float32, and no inf/NaN in entropies."""
 
 
 class CategoricalHead(nn.Module):
-    """Discrete(n) actions: features `[..., F]` -> Categorical over n; `mask` `[..., n]` bool rules actions out."""
+    """Discrete(n) actions: features `[..., F]` -> Categorical over n; `mask` `[..., n]` bool rules actions out.
+    `dtype`: the Dense's compute dtype (None: flax's, from the inputs and parameters; its bias is added in float32,
+    see `ssmrl.ssm.precision`); the logits are float32."""
 
     num_actions: int
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, features, mask=None) -> distrax.Distribution:
-        logits = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01), name="logits")(features)
+        logits = nn.Dense(self.num_actions, kernel_init=orthogonal(0.01), dtype=self.dtype, promote_dtype=float32_bias,
+                          name="logits")(features)
+        logits = logits.astype(jnp.float32)
         if mask is not None:
             logits = jnp.where(mask, logits, MASKED_LOGIT)
         return distrax.Categorical(logits=logits)

@@ -9,20 +9,23 @@ separate actor and critic MLPs -> (action distribution `[T, B]`, value `[T, B]`)
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import numpy as np
 
 from ssmrl.ssm.core import RecurrentCore, check_carry, check_sequence
 from ssmrl.ssm.initializers import orthogonal
+from ssmrl.ssm.precision import float32_bias
 from ssmrl.ssm.registry import CORES, build_named
 
 ACTIVATIONS = {"relu": nn.relu, "tanh": nn.tanh, "leaky_relu": nn.leaky_relu, "gelu": nn.gelu, "silu": nn.silu}
 
 
-def dense(features: int, scale: float = float(np.sqrt(2)), name: str | None = None) -> nn.Dense:
-    """A Dense layer with orthogonal(scale) kernel and zero bias, PPO's usual initialisation."""
-    return nn.Dense(features, kernel_init=orthogonal(scale), name=name)
+def dense(features: int, scale: float = float(np.sqrt(2)), name: str | None = None, dtype: Any = None) -> nn.Dense:
+    """A Dense layer with orthogonal(scale) kernel and zero bias, PPO's usual initialisation; `dtype` its compute
+    dtype (None: flax's, from the inputs and parameters; the bias is added in float32, see `ssmrl.ssm.precision`)."""
+    return nn.Dense(features, kernel_init=orthogonal(scale), name=name, dtype=dtype, promote_dtype=float32_bias)
 
 
 def activation_fn(name: str):

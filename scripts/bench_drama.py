@@ -1,6 +1,7 @@
 """Drama's cost per training iteration, by stage, and the projected time of a whole run.
 
     python scripts/bench_drama.py                                   # configs/drama_minatar_breakout.yaml (GPU)
+    python scripts/bench_drama.py model.dtype=float32 behaviour.dtype=float32   # the same in float32 (the config: bf16)
     python scripts/bench_drama.py --tiny                            # CPU smoke run: a small model, seconds
     python scripts/bench_drama.py --seeds 3 model.backbone=gru "model.core_kwargs={features: 512}"
     python scripts/bench_drama.py --profile runs/profile            # + the device time of one update by kernel
@@ -136,7 +137,8 @@ def main() -> None:
     print(f"# Drama, {args.config}{' --tiny' if args.tiny else ''} {' '.join(args.overrides)}")
     print(f"# {jax.devices()[0].device_kind}, jax {jax.__version__}, {args.seeds} seed(s) vmapped; backbone "
           f"{m.backbone} {m.core_kwargs}; world model {m.batch_size} x {m.seq_len}; imagination {b.imagine_batch} x "
-          f"{b.imagine_horizon} after {b.imagine_context}; replay filled to {fill}")
+          f"{b.imagine_horizon} after {b.imagine_context}; replay filled to {fill}; compute dtype: model {m.dtype}, "
+          f"behaviour {b.dtype}")
     print("| stage | ms per iteration |")
     print("|---|---:|")
     for name in ("world model", "imagination", "actor-critic", "acting"):

@@ -52,6 +52,11 @@ def check_positive(owner: str, **values):
         raise ValueError(f"{owner}: these options must be positive integers: {bad}")
 
 
+def at_least_float32(x):
+    """x in float32 if its dtype is narrower (bfloat16), else unchanged."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
+
+
 def check_dt_range(owner: str, dt_min: float, dt_max: float, dt_init_floor: float):
     if not 0 < dt_min <= dt_max or dt_init_floor < 0:
         raise ValueError(
@@ -142,7 +147,8 @@ class MambaLayer(nn.Module):
 
 
 class ResidualBlock(nn.Module):
-    """x + layer(RMSNorm(x)): the pre-norm residual block of Mamba's (and Mamba-2's) reference model."""
+    """x + layer(RMSNorm(x)): the pre-norm residual block of Mamba's (and Mamba-2's) reference model. The sum is at
+    least float32 (the reference's `residual_in_fp32`) when x or the layer's output is bfloat16."""
 
     layer: nn.Module
     eps: float = 1e-5
@@ -151,7 +157,7 @@ class ResidualBlock(nn.Module):
     def __call__(self, carry, x, resets, deterministic: bool = True):
         del deterministic  # no dropout in Mamba blocks
         carry, y = self.layer(carry, nn.RMSNorm(epsilon=self.eps, name="norm")(x), resets)
-        return carry, x + y
+        return carry, at_least_float32(x) + y
 
 
 class ResidualStack(StackedCore):

@@ -25,11 +25,17 @@ no real log, so the chunked form carries log|a_t| and the sign: the product of a
 exp(sum of log|a_k|) times sigma_i sigma_j, where sigma_i = (-1)^(number of negative a_k, k <= i, in the chunk) is
 a cumulative sum of the negative-indicator, taken mod 2 (exact in integers). Resets stay -inf log decays, exactly
 as for "[0,1]", whose arithmetic is unchanged (log a = dt A).
+
+`dtype=jnp.bfloat16` is mixed precision: the input Dense (the core's encoder), in_proj and out_proj compute in
+bfloat16; their outputs are read in float32, so the conv, dt, the decays, the SSD algebra, the gated norm, the
+carry (conv window and state) and the residual stream stay float32 (the reference model's `residual_in_fp32`), as
+do the parameters; the core's output (final RMSNorm) is float32.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import flax.linen as nn
 import jax
@@ -37,7 +43,7 @@ import jax.numpy as jnp
 
 from ssmrl.ssm.causal_conv import CausalConv, any_non_finite, last_reset
 from ssmrl.ssm.eigenvalues import check_eigenvalue_range, extend_range
-from ssmrl.ssm.mamba import MambaState, ResidualStack, check_dt_range, check_positive, dt_bias_init
+from ssmrl.ssm.mamba import MambaState, ResidualStack, at_least_float32, check_dt_range, check_positive, dt_bias_init
 from ssmrl.ssm.scan import reset_scan
 
 
@@ -153,7 +159,8 @@ class GatedRMSNorm(nn.Module):
 
 
 class Mamba2Layer(nn.Module):
-    """One Mamba-2 (SSD) layer: u `[T, *batch, d_model]` -> `[T, *batch, d_model]`."""
+    """One Mamba-2 (SSD) layer: u `[T, *batch, d_model]` -> `[T, *batch, d_model]` (in `dtype`, the compute dtype of
+    in_proj and out_proj; everything between them is float32)."""
 
     d_model: int
     d_state: int = 64
@@ -169,6 +176,7 @@ class Mamba2Layer(nn.Module):
     dt_init_floor: float = 1e-4
     scan_method: str = "auto"
     eigenvalue_range: str = "[0,1]"
+    dtype: Any = jnp.float32
 
     @property
     def d_inner(self) -> int:
@@ -211,7 +219,8 @@ class Mamba2Layer(nn.Module):
         """carry, u `[T, *batch, d_model]`, resets `[T, *batch]` -> (carry, `[T, *batch, d_model]`)."""
         eigenvalue_range = self._check()
         d_inner, heads, groups, n = self.d_inner, self.n_heads, self.n_groups, self.d_state
-        proj = nn.Dense(2 * d_inner + 2 * groups * n + heads, use_bias=False, name="in_proj")(u)
+        proj = nn.Dense(2 * d_inner + 2 * groups * n + heads, use_bias=False, dtype=self.dtype, name="in_proj")(u)
+        proj = at_least_float32(proj)
         z, xbc, dt = jnp.split(proj, [d_inner, d_inner + self.conv_dim], axis=-1)
         conv, xbc = CausalConv(self.conv_dim, self.d_conv, name="conv1d")(carry.conv, xbc, resets)
         x, b, c = jnp.split(nn.silu(xbc), [d_inner, d_inner + groups * n], axis=-1)
@@ -228,13 +237,16 @@ class Mamba2Layer(nn.Module):
             y, h = ssd_chunked(x, dt, a, b, c, resets, carry.ssm, self.chunk_size, self.scan_method, eigenvalue_range)
         y = (y + d[:, None] * x).reshape((*lead, d_inner))
         y = GatedRMSNorm(groups, name="norm")(y, z)
-        return MambaState(conv=conv, ssm=h), nn.Dense(self.d_model, use_bias=False, name="out_proj")(y)
+        out = nn.Dense(self.d_model, use_bias=False, dtype=self.dtype, name="out_proj")(y)
+        return MambaState(conv=conv, ssm=h), out
 
 
 class Mamba2Core(ResidualStack):
     """Stacked Mamba-2: x `[T, *batch, D]` -> Dense(d_model) -> n_layers residual SSD blocks -> RMSNorm.
 
-    Carry: a tuple of n_layers `MambaState`s (conv `[*batch, d_conv-1, d_inner + 2 G N]`, ssm `[*batch, H, P, N]`).
+    `dtype=jnp.bfloat16`: the encoder, in_proj and out_proj in bfloat16, the rest float32 (see the module docstring).
+    Carry: a tuple of n_layers float32 `MambaState`s (conv `[*batch, d_conv-1, d_inner + 2 G N]`, ssm
+    `[*batch, H, P, N]`).
     """
 
     d_state: int = 64
@@ -256,5 +268,5 @@ class Mamba2Core(ResidualStack):
         return Mamba2Layer(
             self.d_model, self.d_state, self.d_conv, self.expand, self.head_dim, self.n_groups, self.chunk_size,
             self.a_min, self.a_max, self.dt_min, self.dt_max, self.dt_init_floor, self.scan_method,
-            self.eigenvalue_range, parent=None,
+            self.eigenvalue_range, self.dtype, parent=None,
         )

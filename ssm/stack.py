@@ -13,6 +13,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from ssmrl.ssm.core import RecurrentCore, check_carry, check_sequence
+from ssmrl.ssm.precision import float32_bias
 
 
 class StackedCore(RecurrentCore):
@@ -21,7 +22,7 @@ class StackedCore(RecurrentCore):
 
     d_model: int = 64
     n_layers: int = 2
-    dtype: Any = jnp.float32  # the encoder's output dtype (S5 and LRU blocks: all activations; see S5Block)
+    dtype: Any = jnp.float32  # the encoder's compute dtype, bias in float32 (S5 and LRU blocks: all activations)
 
     @nn.nowrap
     def layer(self) -> nn.Module:
@@ -50,7 +51,7 @@ class StackedCore(RecurrentCore):
         if len(carry) != self.n_layers:
             raise ValueError(f"{owner}: carry has {len(carry)} layers, the core has n_layers={self.n_layers}")
         check_carry(self, carry, x, owner)
-        x = nn.Dense(self.d_model, dtype=self.dtype, name="encoder")(x)
+        x = nn.Dense(self.d_model, dtype=self.dtype, promote_dtype=float32_bias, name="encoder")(x)
         new_carry = []
         for i, layer_carry in enumerate(carry):
             layer_carry, x = self.block(i)(layer_carry, x, resets, deterministic=deterministic)

@@ -15,6 +15,11 @@ termination), the lambda-returns R_t = r_t + gamma c_t ((1 - lambda) V(s_{t+1}) 
 with S the EMA (decay 0.99) of the 95th minus the 5th percentile of the returns (DreamerV3's return normalisation).
 One LaProp optimiser (lr 4e-5, eps 1e-20, clip 100, 1000 warmup steps) updates both networks.
 
+`BehaviourConfig.dtype="bfloat16"` is the official code's `Use_amp: True` (bfloat16 autocast): every Dense of the
+actor and the critic (output layers included) computes in bfloat16, parameters, the optimiser and RMSNorm
+statistics stay float32, and the policy and value logits are cast to float32 before the distribution, the two-hot
+loss and the returns.
+
 Deviations: the official code bootstraps R_t with V(s_t) (STORM's form) where DreamerV3 and this module use
 V(s_{t+1}); the running input moments are updated once per training step from the imagined states (the official
 code updates them on every forward pass); the policy's output layer starts at orthogonal scale 0.01
@@ -35,7 +40,7 @@ import optax
 from ssmrl.rl.heads import CategoricalHead
 from ssmrl.rl.networks import dense
 from ssmrl.rl.returns import gae
-from ssmrl.worldmodels.drama import MLP
+from ssmrl.worldmodels.drama import MLP, compute_dtype
 from ssmrl.worldmodels.laprop import drama_optimizer
 from ssmrl.worldmodels.twohot import twohot_loss, twohot_mean
 
@@ -64,30 +69,35 @@ class BehaviourConfig:
     imagine_batch: int = 1024
     imagine_context: int = 8
     imagine_horizon: int = 16
+    dtype: str = "float32"  # or "bfloat16": mixed precision (see the module docstring)
 
 
 class Actor(nn.Module):
-    """Model states `[..., F]` -> categorical policy over `num_actions` (distrax)."""
+    """Model states `[..., F]` -> categorical policy over `num_actions` (distrax, float32 logits), computed in
+    `dtype`."""
 
     num_actions: int
     units: int = 256
     layers: int = 3
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, feat):
-        return CategoricalHead(self.num_actions)(MLP(self.units, self.layers)(feat))
+        return CategoricalHead(self.num_actions, self.dtype)(MLP(self.units, self.layers, self.dtype)(feat))
 
 
 class Critic(nn.Module):
-    """Model states `[..., F]` -> value logits `[..., num_bins]` (symlog two-hot)."""
+    """Model states `[..., F]` -> float32 value logits `[..., num_bins]` (symlog two-hot), computed in `dtype`."""
 
     units: int = 512
     layers: int = 3
     num_bins: int = 255
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, feat):
-        return dense(self.num_bins, 0.001)(MLP(self.units, self.layers)(feat))
+        logits = dense(self.num_bins, 0.001, dtype=self.dtype)(MLP(self.units, self.layers, self.dtype)(feat))
+        return logits.astype(jnp.float32)
 
 
 @chex.dataclass(frozen=True)
@@ -204,8 +214,9 @@ def make_behaviour(config: BehaviourConfig, num_actions: int, bins) -> Behaviour
             raise ValueError(f"behaviour.{name} must be >= 1, got {getattr(config, name)}")
     if not (0 <= config.return_low < config.return_high <= 1):
         raise ValueError(f"need 0 <= return_low < return_high <= 1, got {config.return_low}, {config.return_high}")
+    dtype = compute_dtype(config.dtype, "behaviour.dtype")
     return Behaviour(
-        config=config, actor=Actor(num_actions, config.actor_units, config.layers),
-        critic=Critic(config.critic_units, config.layers, bins.shape[0]), bins=bins,
+        config=config, actor=Actor(num_actions, config.actor_units, config.layers, dtype),
+        critic=Critic(config.critic_units, config.layers, bins.shape[0], dtype), bins=bins,
         optimizer=drama_optimizer(config.lr, config.eps, config.grad_clip, config.warmup_steps),
     )

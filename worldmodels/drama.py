@@ -26,11 +26,22 @@ choice, so early imagined rewards are 0). Adaptations (ours): images whose side 
 layers use RMSNorm over channels (the config's `Norm: rms`; the official code's convs use BatchNorm); vector
 observations (POPGym) use an MLP encoder and decoder (the paper has only images); our Mamba-2 core adds its own
 input Dense after the stem.
+
+Mixed precision (`DramaModelConfig.dtype`): "bfloat16" is the official code's `Use_amp: True` (bfloat16 autocast)
+in JAX's form: every Dense, Conv and ConvTranspose (encoder, decoder, stem, posterior and prior heads, reward and
+termination heads) computes in bfloat16 and adds its bias in float32 (`ssmrl.ssm.precision`: the bias gradients are
+float32 sums); parameters, the optimiser and RMSNorm statistics are float32, and what the loss or sampling reads
+(latent logits, reward and termination logits, the reconstruction, h) is cast to float32 first. The backbone gets
+`dtype=bfloat16` when it takes a `dtype` option (Mamba-2: projections in bfloat16, the SSD recurrence, its state
+and the residual stream in float32; see `ssmrl.ssm.mamba2`) unless `core_kwargs` sets one; a backbone without one
+(GRU, LSTM, the transformer) runs in float32. No loss scaling (the official code's GradScaler is a no-op in
+bfloat16, whose exponent range is float32's). "float32" (the default) runs everything in float32.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -39,20 +50,38 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from ssmrl.worldmodels.s4wm import make_backbone
+from ssmrl.ssm.precision import float32_bias
+from ssmrl.worldmodels.s4wm import BACKBONES, make_backbone
 from ssmrl.worldmodels.twohot import twohot_bins, twohot_loss
+
+COMPUTE_DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+"""The accepted values of a compute-dtype option (`model.dtype`, `behaviour.dtype`)."""
+
+
+def compute_dtype(name: str, option: str):
+    """The jnp dtype of a compute-dtype option named `option`; ValueError naming a bad value and the accepted ones."""
+    if not isinstance(name, str) or name not in COMPUTE_DTYPES:
+        raise ValueError(f"{option} must be one of {sorted(COMPUTE_DTYPES)}, got {name!r}")
+    return COMPUTE_DTYPES[name]
+
+
+def mixed_dense(features: int, dtype, **kwargs) -> nn.Dense:
+    """nn.Dense computing in `dtype` with its bias added in float32 (`ssmrl.ssm.precision.float32_bias`)."""
+    return nn.Dense(features, dtype=dtype, promote_dtype=float32_bias, **kwargs)
 
 
 class MLP(nn.Module):
-    """x `[..., D]` -> `[..., units]`: `layers` x (Dense -> RMSNorm -> SiLU)."""
+    """x `[..., D]` -> `[..., units]`: `layers` x (Dense -> RMSNorm -> SiLU), computed in `dtype` (the biases and
+    RMSNorm's statistics in float32, see `ssmrl.ssm.precision`); the output is in `dtype`."""
 
     units: int
     layers: int
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, x):
         for _ in range(self.layers):
-            x = nn.silu(nn.RMSNorm()(nn.Dense(self.units)(x)))
+            x = nn.silu(nn.RMSNorm(dtype=self.dtype)(mixed_dense(self.units, self.dtype)(x)))
         return x
 
 
@@ -63,12 +92,13 @@ def padded_side(side: int, levels: int) -> int:
 
 
 class ConvEncoder(nn.Module):
-    """Images `[..., S, S, C]` in [0, 1] -> features `[..., F]`: conv (stride 1), then len(mults) - 1 stride-2
-    convs, each with RMSNorm and SiLU; channels depth * mults[i]."""
+    """Images `[..., S, S, C]` in [0, 1] -> features `[..., F]` in `dtype`: conv (stride 1), then len(mults) - 1
+    stride-2 convs, each with RMSNorm and SiLU; channels depth * mults[i]."""
 
     depth: int = 16
     mults: tuple[int, ...] = (1, 2, 3, 4, 4)
     kernel: int = 5
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, obs):
@@ -77,19 +107,22 @@ class ConvEncoder(nn.Module):
         x = obs.reshape((-1, *obs.shape[-3:]))
         x = jnp.pad(x, ((0, 0), (0, side - height), (0, side - width), (0, 0)))
         for i, mult in enumerate(self.mults):
-            x = nn.Conv(self.depth * mult, (self.kernel, self.kernel), strides=1 if i == 0 else 2, padding="SAME")(x)
-            x = nn.silu(nn.RMSNorm()(x))
+            x = nn.Conv(self.depth * mult, (self.kernel, self.kernel), strides=1 if i == 0 else 2, padding="SAME",
+                        dtype=self.dtype, promote_dtype=float32_bias)(x)
+            x = nn.silu(nn.RMSNorm(dtype=self.dtype)(x))
         return x.reshape((*lead, -1))
 
 
 class ConvDecoder(nn.Module):
-    """Latents `[..., Z]` -> images `[..., *obs_shape]` in (0, 1): the encoder mirrored (Dense to the smallest
-    map, stride-2 transposed convs, a stride-1 transposed conv to the channels, crop, sigmoid)."""
+    """Latents `[..., Z]` -> float32 images `[..., *obs_shape]` in (0, 1): the encoder mirrored (Dense to the
+    smallest map, stride-2 transposed convs, a stride-1 transposed conv to the channels, crop, sigmoid), computed in
+    `dtype` up to the sigmoid (float32)."""
 
     obs_shape: tuple[int, ...]
     depth: int = 16
     mults: tuple[int, ...] = (1, 2, 3, 4, 4)
     kernel: int = 5
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z):
@@ -97,24 +130,28 @@ class ConvDecoder(nn.Module):
         levels = len(self.mults) - 1
         small = padded_side(max(height, width), levels) // 2**levels
         k = (self.kernel, self.kernel)
-        x = nn.Dense(small * small * self.depth * self.mults[-1])(z)
-        x = nn.silu(nn.RMSNorm()(x.reshape((-1, small, small, self.depth * self.mults[-1]))))
+        norm = lambda: nn.RMSNorm(dtype=self.dtype)
+        transposed = functools.partial(nn.ConvTranspose, kernel_size=k, padding="SAME", dtype=self.dtype,
+                                       promote_dtype=float32_bias)
+        x = mixed_dense(small * small * self.depth * self.mults[-1], self.dtype)(z)
+        x = nn.silu(norm()(x.reshape((-1, small, small, self.depth * self.mults[-1]))))
         for mult in reversed(self.mults[:-1]):
-            x = nn.silu(nn.RMSNorm()(nn.ConvTranspose(self.depth * mult, k, strides=(2, 2), padding="SAME")(x)))
-        x = nn.ConvTranspose(channels, k, strides=(1, 1), padding="SAME")(x)[:, :height, :width]
-        return nn.sigmoid(x).reshape((*z.shape[:-1], *self.obs_shape))
+            x = nn.silu(norm()(transposed(self.depth * mult, strides=(2, 2))(x)))
+        x = transposed(channels, strides=(1, 1))(x)[:, :height, :width]
+        return nn.sigmoid(x.astype(jnp.float32)).reshape((*z.shape[:-1], *self.obs_shape))
 
 
 class VectorDecoder(nn.Module):
-    """Latents `[..., Z]` -> vector observations `[..., D]`: MLP then a linear output."""
+    """Latents `[..., Z]` -> float32 vector observations `[..., D]`: MLP then a linear output, computed in `dtype`."""
 
     obs_dim: int
     units: int = 256
     layers: int = 2
+    dtype: Any = jnp.float32
 
     @nn.compact
     def __call__(self, z):
-        return nn.Dense(self.obs_dim)(MLP(self.units, self.layers)(z))
+        return mixed_dense(self.obs_dim, self.dtype)(MLP(self.units, self.layers, self.dtype)(z)).astype(jnp.float32)
 
 
 def unimix_logits(logits, mix: float):
@@ -143,7 +180,9 @@ def categorical_kl(p_logits, q_logits):
 @dataclasses.dataclass(frozen=True)
 class DramaModelConfig:
     """The world model's architecture; official Drama values (config_files/train.yaml). core_kwargs: backbone
-    options (`ssmrl.ssm.make_core` names). The trainer's `ModelConfig` extends it with the training settings."""
+    options (`ssmrl.ssm.make_core` names). dtype: the compute dtype, "float32" or "bfloat16" (mixed precision, the
+    official `Use_amp: True`; see the module docstring). The trainer's `ModelConfig` extends it with the training
+    settings."""
 
     backbone: str = "mamba2"
     core_kwargs: dict[str, Any] = dataclasses.field(
@@ -161,6 +200,7 @@ class DramaModelConfig:
     head_units: int = 256
     head_layers: int = 1
     num_bins: int = 255
+    dtype: str = "float32"
 
 
 class DramaWorldModel(nn.Module):
@@ -180,34 +220,47 @@ class DramaWorldModel(nn.Module):
         c = self.config
         if len(self.obs_shape) not in (1, 3):
             raise ValueError(f"Drama takes vector [D] or image [H, W, C] observations, got shape {self.obs_shape}")
-        self.core = make_backbone(c.backbone, **dict(c.core_kwargs))
+        dtype = compute_dtype(c.dtype, "model.dtype")
+        self.core = self.backbone()
         if self.is_image:
-            self.encoder = ConvEncoder(c.cnn_depth, c.cnn_mults, c.cnn_kernel)
-            self.decoder = ConvDecoder(self.obs_shape, c.cnn_depth, c.cnn_mults, c.cnn_kernel)
+            self.encoder = ConvEncoder(c.cnn_depth, c.cnn_mults, c.cnn_kernel, dtype)
+            self.decoder = ConvDecoder(self.obs_shape, c.cnn_depth, c.cnn_mults, c.cnn_kernel, dtype)
         else:
-            self.encoder = MLP(c.mlp_units, c.mlp_layers)
-            self.decoder = VectorDecoder(self.obs_shape[0], c.mlp_units, c.mlp_layers)
+            self.encoder = MLP(c.mlp_units, c.mlp_layers, dtype)
+            self.decoder = VectorDecoder(self.obs_shape[0], c.mlp_units, c.mlp_layers, dtype)
         latents = c.num_latents * c.num_classes
-        self.post_head = nn.Dense(latents)
-        self.prior_head = nn.Dense(latents)
-        self.stem = nn.Dense(c.hidden)
-        self.stem_norm = nn.RMSNorm()
-        self.reward_mlp = MLP(c.head_units, c.head_layers)
-        self.reward_out = nn.Dense(c.num_bins, kernel_init=nn.initializers.zeros)  # predicts 0 at first
-        self.terminal_mlp = MLP(c.head_units, c.head_layers)
-        self.terminal_out = nn.Dense(1)
+        self.post_head = mixed_dense(latents, dtype)
+        self.prior_head = mixed_dense(latents, dtype)
+        self.stem = mixed_dense(c.hidden, dtype)
+        self.stem_norm = nn.RMSNorm()  # float32 output (its scale is float32): the backbone's input
+        self.reward_mlp = MLP(c.head_units, c.head_layers, dtype)
+        self.reward_out = mixed_dense(c.num_bins, dtype, kernel_init=nn.initializers.zeros)  # predicts 0 at first
+        self.terminal_mlp = MLP(c.head_units, c.head_layers, dtype)
+        self.terminal_out = mixed_dense(1, dtype)
+
+    @nn.nowrap
+    def backbone(self) -> nn.Module:
+        """The sequence core of `config`: `core_kwargs`, plus dtype=bfloat16 when `config.dtype` is "bfloat16" and
+        the backbone has a `dtype` option that `core_kwargs` leaves unset."""
+        c = self.config
+        kwargs = dict(c.core_kwargs)
+        core = BACKBONES.get(c.backbone)
+        takes_dtype = core is not None and "dtype" in {f.name for f in dataclasses.fields(core)}
+        if compute_dtype(c.dtype, "model.dtype") == jnp.bfloat16 and takes_dtype:
+            kwargs.setdefault("dtype", jnp.bfloat16)
+        return make_backbone(c.backbone, **kwargs)
 
     @nn.nowrap
     def initial_carry(self, batch_shape: Sequence[int]):
         """The backbone's zero carry for a batch `batch_shape` (callable on the unbound module)."""
-        return make_backbone(self.config.backbone, **dict(self.config.core_kwargs)).initialize_carry(tuple(batch_shape))
+        return self.backbone().initialize_carry(tuple(batch_shape))
 
     @nn.nowrap
     def bins(self):
         return twohot_bins(self.config.num_bins)
 
     def _logits(self, head, x):
-        logits = head(x).reshape((*x.shape[:-1], self.config.num_latents, self.config.num_classes))
+        logits = head(x).astype(jnp.float32).reshape((*x.shape[:-1], self.config.num_latents, self.config.num_classes))
         return unimix_logits(logits, self.config.unimix)
 
     def posterior(self, obs):
@@ -227,16 +280,19 @@ class DramaWorldModel(nn.Module):
         return sample_latent(self.prior(h), key)
 
     def sequence(self, carry, z, actions, resets):
-        """z `[T, B, K*C]`, actions int `[T, B]`, resets `[T, B]` -> (carry, h `[T, B, D]`); T = 1 is step mode."""
+        """z `[T, B, K*C]`, actions int `[T, B]`, resets `[T, B]` -> (carry, float32 h `[T, B, D]`); T = 1 is step
+        mode."""
         x = jnp.concatenate([z, jax.nn.one_hot(actions, self.num_actions)], -1)
-        return self.core(carry, nn.silu(self.stem_norm(self.stem(x))), resets)
+        carry, h = self.core(carry, nn.silu(self.stem_norm(self.stem(x))), resets)
+        return carry, h.astype(jnp.float32)
 
     def decode(self, z):
         return self.decoder(z)
 
     def heads(self, h):
-        """h `[..., D]` -> (reward logits `[..., num_bins]`, termination logit `[...]`)."""
-        return self.reward_out(self.reward_mlp(h)), self.terminal_out(self.terminal_mlp(h))[..., 0]
+        """h `[..., D]` -> (float32 reward logits `[..., num_bins]`, float32 termination logit `[...]`)."""
+        reward, terminal = self.reward_out(self.reward_mlp(h)), self.terminal_out(self.terminal_mlp(h))[..., 0]
+        return reward.astype(jnp.float32), terminal.astype(jnp.float32)
 
     def observe(self, carry, obs, actions, resets, key):
         """Sequence mode: obs `[T, B, *obs_shape]`, actions int `[T, B]`, resets `[T, B]`, key for the posterior

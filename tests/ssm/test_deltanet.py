@@ -239,7 +239,7 @@ def test_init_follows_reference():
 
 @pytest.mark.parametrize("name", sorted(CORES))
 def test_bfloat16_encoder(name):
-    """dtype=bfloat16 (the encoder's dtype, as Mamba-2): float32 carry and outputs near float32 ones."""
+    """dtype=bfloat16 (the encoder's dtype only): float32 carry and outputs near float32 ones."""
     core = make_core(name, **TINY, **(PRODUCT if name == "deltaproduct" else {}), dtype="bfloat16")
     x, resets = core_checks.random_sequence(jax.random.key(14), *SHAPE)
     params = core_checks.init_core(CORES[name], jax.random.key(15), x, resets)

@@ -64,6 +64,25 @@ def test_mamba2_grads_finite_with_resets(name):
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
 
 
+def test_mamba2_bfloat16():
+    """dtype=bfloat16 (projections in bfloat16; the SSD, the carry, the residual stream in float32): with the same
+    parameters, float32 outputs and carry within 5% of float32 (2.5% measured over 6 seeds), finite float32 gradients;
+    the modes still agree and resets still isolate gradients."""
+    core = core_checks.JittedCore(make_core("mamba2", **MAMBA2, dtype="bfloat16"))
+    reference = CORES["mamba2"]
+    x, resets = core_checks.random_sequence(jax.random.key(8), *SHAPE)
+    params = core_checks.init_core(reference, jax.random.key(9), x, resets)
+    carry_16, y_16 = core_checks.run_whole(core, params, x, resets)
+    carry_32, y_32 = core_checks.run_whole(reference, params, x, resets)
+    assert y_16.dtype == jnp.float32
+    assert all(c.dtype == jnp.float32 for c in jax.tree.leaves(carry_16))
+    core_checks.assert_close((y_16, carry_16), (y_32, carry_32), 5e-2, "bfloat16 vs float32")
+    grads = jax.jit(jax.grad(lambda p: jnp.sum(core_checks.run_whole(core, p, x, resets)[1] ** 2)))(params)
+    assert all(g.dtype == jnp.float32 and bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+    core_checks.assert_modes_agree(core, jax.random.key(10), rtol=1e-2)
+    core_checks.assert_reset_isolation(core, jax.random.key(11))
+
+
 # --- the reset-aware causal conv -------------------------------------------------------------------------------
 
 

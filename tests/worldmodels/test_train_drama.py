@@ -65,9 +65,12 @@ def test_evaluate_command(trained):
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
 def test_shipped_configs_build(path):
-    """Every configs/drama_*.yaml resolves and builds (env, models, DFS rule) with the official values."""
+    """Every configs/drama_*.yaml resolves and builds (env, models, DFS rule) with the official values (MinAtar's:
+    bfloat16, the official Use_amp)."""
     settings, config, _ = resolve_config(str(path), [])
     assert settings.algo == "drama" and config.total_steps == 100_000
+    if "minatar" in path.stem:
+        assert config.model.dtype == config.behaviour.dtype == "bfloat16"
     setup = build(config)
     assert setup.rule.count_scale == 16 / 1024
     assert setup.model.config.num_latents * setup.model.config.num_classes == 1024
