@@ -27,12 +27,11 @@ as much as training ones under vmap; see train_drama's docstring).
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 
+from bench_scan import timed
 from ssmrl.cli import resolve_config
 from ssmrl.profiling import format_table, profile_call
 from ssmrl.worldmodels.replay import replay_add
@@ -72,15 +71,6 @@ def filled(setup, state, fill: int, key):
     return state.replace(replay=replay)
 
 
-def timed(fn, args, reps: int) -> float:
-    """Median wall ms of `fn(*args)` over `reps` calls, after one warm-up call (which compiles)."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def stage_functions(setup, config: DramaConfig):
@@ -123,13 +113,13 @@ def main() -> None:
     stages = stage_functions(setup, config)
     rows = {}
     for name, fn in stages.items():
-        rows[name] = timed(jax.jit(jax.vmap(fn)), (state, step_keys), args.reps)
+        rows[name] = 1e3 * timed(jax.jit(jax.vmap(fn)), state, step_keys, reps=args.reps)
     traj = jax.jit(jax.vmap(stages["imagination"]))(state, step_keys)
-    rows["actor-critic"] = timed(jax.jit(jax.vmap(setup.behaviour.update)), (state.behaviour, traj), args.reps)
+    rows["actor-critic"] = 1e3 * timed(jax.jit(jax.vmap(setup.behaviour.update)), state.behaviour, traj, reps=args.reps)
 
     algorithm = make_drama(config)
     update = jax.jit(jax.vmap(algorithm.update))
-    per_update = timed(lambda s: update(s)[0].iteration, (state,), max(2, args.reps // 5))
+    per_update = 1e3 * timed(lambda s: update(s)[0].iteration, state, reps=max(2, args.reps // 5))
     rows["iteration"] = per_update / config.env_steps_per_update
 
     m, b = config.model, config.behaviour

@@ -15,14 +15,13 @@ reports it (GPU). Overrides (KEY=VALUE, as for `ssmrl train`) apply to every con
 from __future__ import annotations
 
 import argparse
-import statistics
 import tempfile
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
+from bench_scan import timed
 from ssmrl.agents.offline_data import write_dataset
 from ssmrl.agents.offline_train import make_offline
 from ssmrl.cli import resolve_config
@@ -46,15 +45,6 @@ def synthetic_dataset(path: Path, rows: int, episode: int = 1000, state_dim: int
     return write_dataset(path, arrays, metadata)
 
 
-def timed(fn, args, reps: int) -> float:
-    """Median wall ms of `fn(*args)` over `reps` calls, after one warm-up call (which compiles)."""
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(reps):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append((time.perf_counter() - start) * 1e3)
-    return statistics.median(times)
 
 
 def peak_memory_gib() -> float | None:
@@ -70,7 +60,7 @@ def bench(path: str, overrides: list[str], dataset: Path, seeds: int, reps: int)
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
     state = jax.jit(jax.vmap(algorithm.init))(keys)
     params = sum(x.size for x in jax.tree.leaves(state.params)) // seeds
-    ms = timed(jax.jit(jax.vmap(algorithm.update)), (state,), reps)
+    ms = 1e3 * timed(jax.jit(jax.vmap(algorithm.update)), state, reps=reps)
     return {"config": Path(path).stem, "algo": settings.algo, "backbone": config.model.backbone,
             "size": f"{config.model.d_model} x {config.model.n_layers}, K={config.model.context}, "
                     f"batch {config.train.batch_size}",
