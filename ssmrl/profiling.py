@@ -84,12 +84,14 @@ def kernel_table(events: list[dict], op_names: dict[str, str], per_call: int) ->
 
 
 def profile_call(fn, args, trace_dir: str, per_call: int = 1) -> list[KernelRow]:
-    """Trace one call of the jitted `fn(*args)` (compiled and run once first) into `trace_dir` and return its kernel
-    table; `per_call`: iterations one call runs (the table is per iteration)."""
-    op_names = hlo_op_names(fn.lower(*args).compile().as_text())
-    jax.block_until_ready(fn(*args))
+    """Compile the jitted `fn` for `args` once, run it once, then trace one more call into `trace_dir` and return its
+    kernel table, named from that same executable's HLO; `per_call`: iterations one call runs (the table is per
+    iteration)."""
+    compiled = fn.lower(*args).compile()
+    op_names = hlo_op_names(compiled.as_text())
+    jax.block_until_ready(compiled(*args))
     with jax.profiler.trace(trace_dir, create_perfetto_trace=True):
-        jax.block_until_ready(fn(*args))
+        jax.block_until_ready(compiled(*args))
     return kernel_table(device_events(trace_dir), op_names, per_call)
 
 
