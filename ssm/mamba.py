@@ -32,6 +32,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ssmrl.ssm.causal_conv import CausalConv, symmetric_uniform
+from ssmrl.ssm.precision import at_least_float32
 from ssmrl.ssm.scan import reset_scan
 from ssmrl.ssm.stack import StackedCore
 
@@ -50,11 +51,6 @@ def check_positive(owner: str, **values):
     bad = {k: v for k, v in values.items() if not (isinstance(v, int | np.integer) and v >= 1)}
     if bad:
         raise ValueError(f"{owner}: these options must be positive integers: {bad}")
-
-
-def at_least_float32(x):
-    """x in float32 if its dtype is narrower (bfloat16), else unchanged."""
-    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
 
 
 def check_dt_range(owner: str, dt_min: float, dt_max: float, dt_init_floor: float):

@@ -43,7 +43,8 @@ import jax.numpy as jnp
 
 from ssmrl.ssm.causal_conv import CausalConv, any_non_finite, last_reset
 from ssmrl.ssm.eigenvalues import check_eigenvalue_range, extend_range
-from ssmrl.ssm.mamba import MambaState, ResidualStack, at_least_float32, check_dt_range, check_positive, dt_bias_init
+from ssmrl.ssm.mamba import MambaState, ResidualStack, check_dt_range, check_positive, dt_bias_init
+from ssmrl.ssm.precision import at_least_float32
 from ssmrl.ssm.scan import reset_scan
 
 

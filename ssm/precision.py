@@ -1,4 +1,4 @@
-"""Mixed precision for flax's Dense and Conv layers: `float32_bias`, a `promote_dtype` hook.
+"""Mixed precision for flax's Dense and Conv layers: `float32_bias`, a `promote_dtype` hook, and `at_least_float32`.
 
 flax's default promotion casts inputs, kernel and bias to the layer's `dtype`, so a bfloat16 layer adds a bfloat16
 bias, and the bias's gradient is a bfloat16 sum over every batch and time position. XLA's CPU backend accumulates
@@ -14,6 +14,7 @@ autocast, whose bfloat16 matmuls add the bias in float32). For a float32 layer i
 
 from __future__ import annotations
 
+import jax.numpy as jnp
 from flax.linen.dtypes import promote_dtype
 
 
@@ -21,3 +22,9 @@ def float32_bias(inputs, kernel, bias=None, dtype=None):
     """(inputs, kernel) promoted to `dtype` (flax's rule), the bias unchanged (float32 parameters)."""
     inputs, kernel = promote_dtype(inputs, kernel, dtype=dtype)
     return inputs, kernel, bias
+
+
+def at_least_float32(x):
+    """x in float32 if its dtype is narrower (bfloat16), else unchanged: where a mixed-precision layer hands its
+    result back to float32 arithmetic (Mamba's residual stream, Mamba-2's projections)."""
+    return x.astype(jnp.promote_types(x.dtype, jnp.float32))
