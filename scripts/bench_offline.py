@@ -8,8 +8,9 @@
 Each config trains on a synthetic dataset of `--rows` steps with hopper's shapes (11 observations, 3 actions,
 episodes of 1000 steps; random values: the cost of an update does not depend on them). Rows, each jitted once and
 timed as the median of `--reps` calls after a warm-up (compile excluded), `--seeds` vmapped: parameters, ms per update,
-updates/s, the projected minutes of the config's `train.num_updates`, and the device's peak memory where the backend
-reports it (GPU). Overrides (KEY=VALUE, as for `ssmrl train`) apply to every config.
+updates/s, the projected minutes of the config's `train.num_updates`, and the update's memory (XLA's compiled
+estimate: arguments, outputs and temporaries, the dataset in the state included). Overrides (KEY=VALUE, as for
+`ssmrl train`) apply to every config.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
+from bench_cores import compiled_bytes
 from bench_scan import timed
 from ssmrl.agents.offline_data import write_dataset
 from ssmrl.agents.offline_train import make_offline
@@ -45,27 +47,20 @@ def synthetic_dataset(path: Path, rows: int, episode: int = 1000, state_dim: int
     return write_dataset(path, arrays, metadata)
 
 
-
-
-def peak_memory_gib() -> float | None:
-    """The device's peak bytes in use so far, in GiB (None where the backend does not say)."""
-    stats = jax.devices()[0].memory_stats() or {}
-    return stats["peak_bytes_in_use"] / 2**30 if "peak_bytes_in_use" in stats else None
-
-
 def bench(path: str, overrides: list[str], dataset: Path, seeds: int, reps: int) -> dict:
-    """One config's row: algo, backbone, parameters, ms per update, updates/s, projected minutes, peak memory."""
+    """One config's row: algo, backbone, parameters, ms per update, updates/s, projected minutes, memory."""
     settings, config, _ = resolve_config(path, [*overrides, f"dataset.path={dataset}", "eval.num_episodes=0"])
     algorithm = make_offline(config)
     keys = jax.random.split(jax.random.PRNGKey(0), seeds)
     state = jax.jit(jax.vmap(algorithm.init))(keys)
     params = sum(x.size for x in jax.tree.leaves(state.params)) // seeds
-    ms = 1e3 * timed(jax.jit(jax.vmap(algorithm.update)), state, reps=reps)
+    update = jax.jit(jax.vmap(algorithm.update)).lower(state).compile()
+    ms = 1e3 * timed(update, state, reps=reps)
     return {"config": Path(path).stem, "algo": settings.algo, "backbone": config.model.backbone,
             "size": f"{config.model.d_model} x {config.model.n_layers}, K={config.model.context}, "
                     f"batch {config.train.batch_size}",
             "params": params, "ms": ms, "minutes": config.train.num_updates * ms / 6e4,
-            "updates": config.train.num_updates, "memory": peak_memory_gib()}
+            "updates": config.train.num_updates, "memory": compiled_bytes(update) / 2**30}
 
 
 def main() -> None:
@@ -83,10 +78,10 @@ def main() -> None:
         rows = [bench(path, overrides, dataset, args.seeds, args.reps) for path in args.configs]
     print(f"# {jax.devices()[0].device_kind}, jax {jax.__version__}, {args.seeds} seed(s) vmapped, synthetic hopper "
           f"dataset of {args.rows} steps{' --tiny' if args.tiny else ''} {' '.join(args.overrides)}")
-    print("| config | algo | backbone | size | params | ms per update | updates/s | minutes per run | peak GiB |")
+    print("| config | algo | backbone | size | params | ms per update | updates/s | minutes per run | compiled GiB |")
     print("|---|---|---|---|---:|---:|---:|---:|---:|")
     for r in rows:
-        memory = "-" if r["memory"] is None else f"{r['memory']:.1f}"
+        memory = "-" if r["memory"] < 0 else f"{r['memory']:.2f}"
         print(f"| {r['config']} | {r['algo']} | {r['backbone']} | {r['size']} | {r['params'] / 1e6:.2f}M "
               f"| {r['ms']:.2f} | {1e3 / r['ms']:.0f} | {r['minutes']:.1f} ({r['updates']:,} updates) | {memory} |")
 
