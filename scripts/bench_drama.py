@@ -77,14 +77,14 @@ def stage_functions(setup, config: DramaConfig):
     """name -> (state, key) -> outputs, for one seed (vmapped by the caller)."""
 
     def world_model(s, key):
-        return train_world_model(setup, config, s.wm_params, s.wm_opt, s.replay, key)
+        return train_world_model(setup, config, s.wm_variables, s.wm_opt, s.replay, key)
 
     def imagination(s, key):
-        return imagine_batch(setup, config, s.wm_params, s.behaviour, s.replay, key)[1]
+        return imagine_batch(setup, config, s.wm_variables, s.behaviour, s.replay, key)[1]
 
     def acting(s, key):
         k_act, k_env = jax.random.split(key)
-        carry, h, action = act(setup, s.wm_params, s.behaviour, s.carry, s.h_prev, s.obs, s.first, k_act)
+        carry, h, action = act(setup, s.wm_variables, s.behaviour, s.carry, s.h_prev, s.obs, s.first, k_act)
         step = setup.env.step(k_env, s.env_state, action, setup.env_params)
         replay = replay_add(s.replay, setup.to_storage(s.obs), action, step[2], step[3], s.first)
         return carry, h, replay.size

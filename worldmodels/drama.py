@@ -20,22 +20,29 @@ batch-mean KL (the official code's form; DreamerV3 applies them per step and wei
 
 Sizes (official config `config_files/train.yaml`): 32 x 32 latents, hidden width 512, 2 Mamba-2 layers with state
 size 16, CNN depth 16 with multipliers (1, 2, 3, 4, 4) and 5x5 kernels (first layer stride 1, the others 2),
-reward and termination heads of one 256-unit layer; the reward head's output layer starts at zero (DreamerV3's
-choice, so early imagined rewards are 0). Adaptations (ours): images whose side is not a multiple of
-2^(levels) are zero-padded for the encoder and the decoder's output is cropped back (MinAtar's 10x10); the conv
-layers use RMSNorm over channels (the config's `Norm: rms`; the official code's convs use BatchNorm); vector
-observations (POPGym) use an MLP encoder and decoder (the paper has only images); our Mamba-2 core adds its own
-input Dense after the stem.
+reward and termination heads of one 256-unit layer.
 
-Mixed precision (`DramaModelConfig.dtype`): "bfloat16" is the official code's `Use_amp: True` (bfloat16 autocast)
-in JAX's form: every Dense, Conv and ConvTranspose (encoder, decoder, stem, posterior and prior heads, reward and
+Normalisation and initialisation (the official code's): every conv and transposed conv, and the decoder's first
+Dense, is followed by BatchNorm (per channel over batch and positions, epsilon 1e-5, running averages with
+momentum 0.1 in PyTorch's terms), which uses the batch's statistics while the world model trains (`training=True`)
+and the running averages when it acts or imagines (the official `world_model.train()` / `.eval()`); the MLPs use
+RMSNorm. The encoder, decoder, reward and termination heads (their output layers included) start from a normal
+truncated at two standard deviations with variance 1 / fan_avg and zero biases (the official `tools.weight_init`);
+the posterior and prior heads' kernels start as PyTorch's default Linear, uniform with variance 1 / (3 fan_in).
+Adaptations (ours): images whose side is not a multiple of 2^(levels) are zero-padded for the encoder and the
+decoder's output is cropped back (MinAtar's 10x10); the running variance is the biased one (PyTorch keeps the
+unbiased); the posterior and prior biases start at zero (PyTorch: uniform); vector observations (POPGym) use an MLP
+encoder and decoder (the paper has only images); our Mamba-2 core adds its own input Dense after the stem.
+
+Mixed precision (`DramaModelConfig.dtype`): "bfloat16" is the official code's `Use_amp: True` (bfloat16 autocast) in
+JAX's form: every Dense, Conv and ConvTranspose (encoder, decoder, stem, posterior and prior heads, reward and
 termination heads) computes in bfloat16 and adds its bias in float32 (`ssmrl.ssm.precision`: the bias gradients are
-float32 sums); parameters, the optimiser and RMSNorm statistics are float32, and what the loss or sampling reads
-(latent logits, reward and termination logits, the reconstruction, h) is cast to float32 first. The backbone gets
-`dtype=bfloat16` when it takes a `dtype` option (Mamba-2: projections in bfloat16, the SSD recurrence, its state
-and the residual stream in float32; see `ssmrl.ssm.mamba2`) unless `core_kwargs` sets one; a backbone without one
-(GRU, LSTM, the transformer) runs in float32. No loss scaling (the official code's GradScaler is a no-op in
-bfloat16, whose exponent range is float32's). "float32" (the default) runs everything in float32.
+float32 sums); parameters, the optimiser and the RMSNorm and BatchNorm statistics are float32, and what the loss or
+sampling reads (latent logits, reward and termination logits, the reconstruction, h) is cast to float32 first. The
+backbone gets `dtype=bfloat16` when it takes a `dtype` option (Mamba-2: projections in bfloat16, the SSD recurrence,
+its state and the residual stream in float32; see `ssmrl.ssm.mamba2`) unless `core_kwargs` sets one; a backbone
+without one (GRU, LSTM, the transformer) runs in float32. No loss scaling (the official code's GradScaler is a no-op
+in bfloat16, whose exponent range is float32's). "float32" (the default) runs everything in float32.
 """
 
 from __future__ import annotations
@@ -65,6 +72,18 @@ def compute_dtype(name: str, option: str):
     return COMPUTE_DTYPES[name]
 
 
+OFFICIAL_INIT = nn.initializers.variance_scaling(1.0, "fan_avg", "truncated_normal")
+"""The official `tools.weight_init` of convs and Dense layers: normal truncated at +-2 std, variance 1 / fan_avg."""
+TORCH_LINEAR_INIT = nn.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+"""PyTorch's default Linear kernel: uniform on +-1/sqrt(fan_in)."""
+
+
+def batch_norm(training: bool, dtype) -> nn.BatchNorm:
+    """BatchNorm over all axes but the channels (PyTorch's BatchNorm2d: epsilon 1e-5, momentum 0.1), statistics in
+    float32: the batch's when `training`, else the running averages (the `batch_stats` collection)."""
+    return nn.BatchNorm(use_running_average=not training, momentum=0.9, epsilon=1e-5, dtype=dtype)
+
+
 def mixed_dense(features: int, dtype, **kwargs) -> nn.Dense:
     """nn.Dense computing in `dtype` with its bias added in float32 (`ssmrl.ssm.precision.float32_bias`)."""
     return nn.Dense(features, dtype=dtype, promote_dtype=float32_bias, **kwargs)
@@ -77,11 +96,13 @@ class MLP(nn.Module):
     units: int
     layers: int
     dtype: Any = jnp.float32
+    kernel_init: Any = nn.initializers.lecun_normal()
 
     @nn.compact
     def __call__(self, x):
         for _ in range(self.layers):
-            x = nn.silu(nn.RMSNorm(dtype=self.dtype)(mixed_dense(self.units, self.dtype)(x)))
+            dense = mixed_dense(self.units, self.dtype, kernel_init=self.kernel_init)
+            x = nn.silu(nn.RMSNorm(dtype=self.dtype)(dense(x)))
         return x
 
 
@@ -93,12 +114,13 @@ def padded_side(side: int, levels: int) -> int:
 
 class ConvEncoder(nn.Module):
     """Images `[..., S, S, C]` in [0, 1] -> features `[..., F]` in `dtype`: conv (stride 1), then len(mults) - 1
-    stride-2 convs, each with RMSNorm and SiLU; channels depth * mults[i]."""
+    stride-2 convs, each with BatchNorm (`batch_norm(training)`) and SiLU; channels depth * mults[i]."""
 
     depth: int = 16
     mults: tuple[int, ...] = (1, 2, 3, 4, 4)
     kernel: int = 5
     dtype: Any = jnp.float32
+    training: bool = False
 
     @nn.compact
     def __call__(self, obs):
@@ -108,21 +130,22 @@ class ConvEncoder(nn.Module):
         x = jnp.pad(x, ((0, 0), (0, side - height), (0, side - width), (0, 0)))
         for i, mult in enumerate(self.mults):
             x = nn.Conv(self.depth * mult, (self.kernel, self.kernel), strides=1 if i == 0 else 2, padding="SAME",
-                        dtype=self.dtype, promote_dtype=float32_bias)(x)
-            x = nn.silu(nn.RMSNorm(dtype=self.dtype)(x))
+                        dtype=self.dtype, promote_dtype=float32_bias, kernel_init=OFFICIAL_INIT)(x)
+            x = nn.silu(batch_norm(self.training, self.dtype)(x))
         return x.reshape((*lead, -1))
 
 
 class ConvDecoder(nn.Module):
     """Latents `[..., Z]` -> float32 images `[..., *obs_shape]` in (0, 1): the encoder mirrored (Dense to the
-    smallest map, stride-2 transposed convs, a stride-1 transposed conv to the channels, crop, sigmoid), computed in
-    `dtype` up to the sigmoid (float32)."""
+    smallest map, stride-2 transposed convs, each with BatchNorm and SiLU, then a stride-1 transposed conv to the
+    channels, crop, sigmoid), computed in `dtype` up to the sigmoid (float32)."""
 
     obs_shape: tuple[int, ...]
     depth: int = 16
     mults: tuple[int, ...] = (1, 2, 3, 4, 4)
     kernel: int = 5
     dtype: Any = jnp.float32
+    training: bool = False
 
     @nn.compact
     def __call__(self, z):
@@ -130,10 +153,10 @@ class ConvDecoder(nn.Module):
         levels = len(self.mults) - 1
         small = padded_side(max(height, width), levels) // 2**levels
         k = (self.kernel, self.kernel)
-        norm = lambda: nn.RMSNorm(dtype=self.dtype)
+        norm = lambda: batch_norm(self.training, self.dtype)
         transposed = functools.partial(nn.ConvTranspose, kernel_size=k, padding="SAME", dtype=self.dtype,
-                                       promote_dtype=float32_bias)
-        x = mixed_dense(small * small * self.depth * self.mults[-1], self.dtype)(z)
+                                       promote_dtype=float32_bias, kernel_init=OFFICIAL_INIT)
+        x = mixed_dense(small * small * self.depth * self.mults[-1], self.dtype, kernel_init=OFFICIAL_INIT)(z)
         x = nn.silu(norm()(x.reshape((-1, small, small, self.depth * self.mults[-1]))))
         for mult in reversed(self.mults[:-1]):
             x = nn.silu(norm()(transposed(self.depth * mult, strides=(2, 2))(x)))
@@ -206,11 +229,14 @@ class DramaModelConfig:
 class DramaWorldModel(nn.Module):
     """Drama's world model (see the module docstring). obs float `[..., *obs_shape]` (images in [0, 1]), actions
     int32; `config` sets the architecture. Methods (via `apply(..., method=...)`): `observe` (sequence mode),
-    `imagine_step` (step mode), and the parts `posterior`, `sequence`, `prior`, `decode`, `heads`."""
+    `imagine_step` (step mode), and the parts `posterior`, `sequence`, `prior`, `decode`, `heads`. Image models
+    keep BatchNorm statistics in the `batch_stats` collection: `training=True` (world-model updates) normalises
+    with the batch's and needs `mutable=["batch_stats"]`; `training=False` (acting, imagination) reads them."""
 
     obs_shape: tuple[int, ...]
     num_actions: int
     config: DramaModelConfig = DramaModelConfig()
+    training: bool = False
 
     @property
     def is_image(self) -> bool:
@@ -223,20 +249,20 @@ class DramaWorldModel(nn.Module):
         dtype = compute_dtype(c.dtype, "model.dtype")
         self.core = self.backbone()
         if self.is_image:
-            self.encoder = ConvEncoder(c.cnn_depth, c.cnn_mults, c.cnn_kernel, dtype)
-            self.decoder = ConvDecoder(self.obs_shape, c.cnn_depth, c.cnn_mults, c.cnn_kernel, dtype)
+            self.encoder = ConvEncoder(c.cnn_depth, c.cnn_mults, c.cnn_kernel, dtype, self.training)
+            self.decoder = ConvDecoder(self.obs_shape, c.cnn_depth, c.cnn_mults, c.cnn_kernel, dtype, self.training)
         else:
             self.encoder = MLP(c.mlp_units, c.mlp_layers, dtype)
             self.decoder = VectorDecoder(self.obs_shape[0], c.mlp_units, c.mlp_layers, dtype)
         latents = c.num_latents * c.num_classes
-        self.post_head = mixed_dense(latents, dtype)
-        self.prior_head = mixed_dense(latents, dtype)
+        self.post_head = mixed_dense(latents, dtype, kernel_init=TORCH_LINEAR_INIT)
+        self.prior_head = mixed_dense(latents, dtype, kernel_init=TORCH_LINEAR_INIT)
         self.stem = mixed_dense(c.hidden, dtype)
         self.stem_norm = nn.RMSNorm()  # float32 output (its scale is float32): the backbone's input
-        self.reward_mlp = MLP(c.head_units, c.head_layers, dtype)
-        self.reward_out = mixed_dense(c.num_bins, dtype, kernel_init=nn.initializers.zeros)  # predicts 0 at first
-        self.terminal_mlp = MLP(c.head_units, c.head_layers, dtype)
-        self.terminal_out = mixed_dense(1, dtype)
+        self.reward_mlp = MLP(c.head_units, c.head_layers, dtype, OFFICIAL_INIT)
+        self.reward_out = mixed_dense(c.num_bins, dtype, kernel_init=OFFICIAL_INIT)
+        self.terminal_mlp = MLP(c.head_units, c.head_layers, dtype, OFFICIAL_INIT)
+        self.terminal_out = mixed_dense(1, dtype, kernel_init=OFFICIAL_INIT)
 
     @nn.nowrap
     def backbone(self) -> nn.Module:

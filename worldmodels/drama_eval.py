@@ -47,7 +47,7 @@ def rollout(setup: Setup, config: DramaConfig, state: DramaState, key, num_envs:
         env_state, obs, first, carry, h_prev = loop
         k_act, k_env = jax.random.split(k)
         obs = setup.from_storage(setup.to_storage(obs))
-        carry, h, action = act(setup, state.wm_params, state.behaviour, carry, h_prev, obs, first, k_act)
+        carry, h, action = act(setup, state.wm_variables, state.behaviour, carry, h_prev, obs, first, k_act)
         next_obs, env_state, reward, terminated, truncated, _ = env.step(k_env, env_state, action, env_params)
         record = dict(obs=obs, action=action, reward=reward, first=first)
         return (env_state, next_obs, terminated | truncated, carry, h), record
@@ -58,7 +58,7 @@ def rollout(setup: Setup, config: DramaConfig, state: DramaState, key, num_envs:
 def imagination_vs_real(setup: Setup, config: DramaConfig, state: DramaState, key):
     """Observe C real steps, imagine H more from the real actions: dict of real `[C + H, N, *obs_shape]`, model
     (posterior reconstructions for the first C steps, imagined frames after) and mse `[H]` (mean over N)."""
-    e, model, params = config.eval, setup.model, state.wm_params
+    e, model, params = config.eval, setup.model, state.wm_variables
     k_roll, k_obs, k_prior, k_img = jax.random.split(key, 4)
     data = rollout(setup, config, state, k_roll, e.episodes, e.context + e.horizon)
     c = e.context
@@ -143,7 +143,7 @@ def first_episode_returns(setup: Setup, config: DramaConfig, state: DramaState, 
     def body(loop):
         key, k_act, k_env = jax.random.split(loop["key"], 3)
         obs = setup.from_storage(setup.to_storage(loop["obs"]))
-        carry, h, action = act(setup, state.wm_params, state.behaviour, loop["carry"], loop["h_prev"], obs,
+        carry, h, action = act(setup, state.wm_variables, state.behaviour, loop["carry"], loop["h_prev"], obs,
                                loop["first"], k_act, greedy=greedy)
         next_obs, env_state, reward, terminated, truncated, _ = env.step(k_env, loop["env_state"], action, env_params)
         done = terminated | truncated

@@ -134,10 +134,11 @@ class DramaConfig:
 
 @chex.dataclass(frozen=True)
 class DramaState:
-    """One seed's state. obs `[N, *obs_shape]` (the model's float input), first `[N]` (obs starts an episode),
-    carry: the backbone's acting carry, h_prev `[N, D]`: h of the previous step; iteration: env steps per env."""
+    """One seed's state. wm_variables: the world model's flax variables (`params`, and `batch_stats` for images);
+    obs `[N, *obs_shape]` (the model's float input), first `[N]` (obs starts an episode), carry: the backbone's
+    acting carry, h_prev `[N, D]`: h of the previous step; iteration: env steps per env."""
 
-    wm_params: Any
+    wm_variables: Any
     wm_opt: Any
     behaviour: BehaviourState
     replay: Replay
@@ -241,64 +242,68 @@ def build(config: DramaConfig) -> Setup:
     )
 
 
-def act(setup: Setup, wm_params, behaviour: BehaviourState, carry, h_prev, obs, first, key, random_action=None,
+def act(setup: Setup, wm_variables, behaviour: BehaviourState, carry, h_prev, obs, first, key, random_action=None,
         greedy: bool = False):
     """One acting step in N envs: obs `[N, *obs_shape]`, first `[N]`, h_prev `[N, D]` -> (carry, h `[N, D]`,
     action int32 `[N]`), sampled (or the most likely one when `greedy`). `random_action` `[N]` bool: take a
     uniformly random action instead (warmup)."""
     model = setup.model
     k_z, k_act, k_rand = jax.random.split(key, 3)
-    z = model.apply(wm_params, obs, k_z, method=DramaWorldModel.sample_posterior)
+    z = model.apply(wm_variables, obs, k_z, method=DramaWorldModel.sample_posterior)
     feat = jnp.concatenate([z, jnp.where(first[:, None], 0.0, h_prev)], -1)
     dist = setup.behaviour.policy(behaviour.params, behaviour.moments, feat)
     action = (dist.mode() if greedy else dist.sample(seed=k_act)).astype(jnp.int32)
     if random_action is not None:
         uniform = jax.random.randint(k_rand, action.shape, 0, model.num_actions, jnp.int32)
         action = jnp.where(random_action, uniform, action)
-    carry, h = model.apply(wm_params, carry, z[None], action[None], first[None], method=DramaWorldModel.sequence)
+    carry, h = model.apply(wm_variables, carry, z[None], action[None], first[None], method=DramaWorldModel.sequence)
     return carry, h[0], action
 
 
-def train_world_model(setup: Setup, config: DramaConfig, wm_params, wm_opt, replay: Replay, key):
-    """One world-model step on DFS-sampled windows; returns (params, opt state, replay with counts, terms)."""
+def train_world_model(setup: Setup, config: DramaConfig, wm_variables, wm_opt, replay: Replay, key):
+    """One world-model step on DFS-sampled windows, BatchNorm on the batch's statistics (its running averages
+    updated); returns (variables, opt state, replay with counts, terms)."""
     m = config.model
     k_sample, k_loss = jax.random.split(key)
     logits = dfs_logits(replay, m.seq_len, False, setup.rule)
     replay, batch = sample_windows(replay, k_sample, logits, m.batch_size, m.seq_len, False)
     obs = setup.from_storage(batch["obs"])
-    model = setup.model
+    model = setup.model.clone(training=True)
 
     def loss_fn(params):
         carry = model.initial_carry((m.batch_size,))
-        _, out = model.apply(params, carry, obs, batch["action"], batch["first"], k_loss,
-                             method=DramaWorldModel.observe)
-        return world_model_loss(out, obs, batch["reward"], batch["terminal"], batch["first"], model.bins(),
-                                setup.scales)
+        (_, out), stats = model.apply({**wm_variables, "params": params}, carry, obs, batch["action"], batch["first"],
+                                      k_loss, method=DramaWorldModel.observe, mutable=["batch_stats"])
+        loss, terms = world_model_loss(out, obs, batch["reward"], batch["terminal"], batch["first"], model.bins(),
+                                       setup.scales)
+        return loss, (terms, stats)
 
-    grads, terms = jax.grad(loss_fn, has_aux=True)(wm_params)
-    updates, wm_opt = setup.wm_optimizer.update(grads, wm_opt, wm_params)
+    params = wm_variables["params"]
+    grads, (terms, stats) = jax.grad(loss_fn, has_aux=True)(params)
+    updates, wm_opt = setup.wm_optimizer.update(grads, wm_opt, params)
     terms["wm_grad_norm"] = optax.global_norm(grads).astype(jnp.float32)
-    return optax.apply_updates(wm_params, updates), wm_opt, replay, terms
+    return {**wm_variables, **stats, "params": optax.apply_updates(params, updates)}, wm_opt, replay, terms
 
 
-def imagine_batch(setup: Setup, config: DramaConfig, wm_params, behaviour: BehaviourState, replay: Replay, key):
+def imagine_batch(setup: Setup, config: DramaConfig, wm_variables, behaviour: BehaviourState, replay: Replay, key):
     """DFS-sampled contexts, then imagined rollouts with the current policy: (replay with counts, trajectory)."""
     b = config.behaviour
     k_sample, k_start, k_imagine = jax.random.split(key, 3)
     logits = dfs_logits(replay, b.imagine_context, True, setup.rule)
     replay, context = sample_windows(replay, k_sample, logits, b.imagine_batch, b.imagine_context, True)
     context = dict(context, obs=setup.from_storage(context["obs"]))
-    carry, z0, h0 = start_state(setup.model, wm_params, context, k_start)
+    carry, z0, h0 = start_state(setup.model, wm_variables, context, k_start)
     policy = lambda feat, k: setup.behaviour.policy(behaviour.params, behaviour.moments, feat).sample(seed=k)
-    return replay, imagine(setup.model, wm_params, policy, carry, z0, h0, b.imagine_horizon, k_imagine)
+    return replay, imagine(setup.model, wm_variables, policy, carry, z0, h0, b.imagine_horizon, k_imagine)
 
 
 def metric_names(setup: Setup, config: DramaConfig) -> tuple[list[str], list[str]]:
     """(world-model terms, actor-critic terms) one training step reports, found by tracing (nothing computed)."""
     state = jax.eval_shape(make_init(setup, config), jax.ShapeDtypeStruct((2,), jnp.uint32))
     _, _, _, wm_terms = jax.eval_shape(
-        lambda s: train_world_model(setup, config, s.wm_params, s.wm_opt, s.replay, s.key), state)
-    traj = jax.eval_shape(lambda s: imagine_batch(setup, config, s.wm_params, s.behaviour, s.replay, s.key)[1], state)
+        lambda s: train_world_model(setup, config, s.wm_variables, s.wm_opt, s.replay, s.key), state)
+    traj = jax.eval_shape(
+        lambda s: imagine_batch(setup, config, s.wm_variables, s.behaviour, s.replay, s.key)[1], state)
     ac_terms = jax.eval_shape(lambda s, t: setup.behaviour.update(s.behaviour, t)[1], state, traj)
     return sorted(wm_terms), sorted(ac_terms)
 
@@ -314,14 +319,14 @@ def make_init(setup: Setup, config: DramaConfig):
         first = jnp.ones((n,), bool)
         carry = model.initial_carry((n,))
         actions = jnp.zeros((1, n), jnp.int32)
-        wm_params = model.init(k_wm, carry, obs[None], actions, first[None], k_z, method=DramaWorldModel.observe)
+        wm_variables = model.init(k_wm, carry, obs[None], actions, first[None], k_z, method=DramaWorldModel.observe)
         _, out = jax.eval_shape(lambda p: model.apply(p, carry, obs[None], actions, first[None], k_z,
-                                                      method=DramaWorldModel.observe), wm_params)
+                                                      method=DramaWorldModel.observe), wm_variables)
         h_prev = jnp.zeros(out["h"].shape[1:], jnp.float32)
         feat_dim = out["z"].shape[-1] + h_prev.shape[-1]
         stored = setup.to_storage(obs)
         return DramaState(
-            wm_params=wm_params, wm_opt=setup.wm_optimizer.init(wm_params),
+            wm_variables=wm_variables, wm_opt=setup.wm_optimizer.init(wm_variables["params"]),
             behaviour=setup.behaviour.init(k_ac, feat_dim),
             replay=replay_init(config.replay.capacity, n, setup.obs_shape, stored.dtype), env_state=env_state,
             obs=obs, first=first, carry=carry, h_prev=h_prev, key=key, iteration=jnp.zeros((), jnp.int32),
@@ -347,18 +352,18 @@ def make_drama(config: DramaConfig) -> Algorithm:
         wm_ready, ac_ready = steps >= r.wm_warmup, steps >= r.behaviour_warmup
 
         def world_model(s):
-            params, opt, replay, terms = train_world_model(setup, config, s.wm_params, s.wm_opt, s.replay, k_wm)
-            return (params, opt, replay.wm_count), terms
+            variables, opt, replay, terms = train_world_model(setup, config, s.wm_variables, s.wm_opt, s.replay, k_wm)
+            return (variables, opt, replay.wm_count), terms
 
         def behaviour(s):
-            replay, traj = imagine_batch(setup, config, s.wm_params, s.behaviour, s.replay, k_img)
+            replay, traj = imagine_batch(setup, config, s.wm_variables, s.behaviour, s.replay, k_img)
             ac, terms = setup.behaviour.update(s.behaviour, traj)
             return (ac, replay.img_count), terms
 
         zeros = lambda names: {name: jnp.zeros((), jnp.float32) for name in names}
-        (params, opt, wm_count), wm_terms = jax.lax.cond(
-            wm_ready, world_model, lambda s: ((s.wm_params, s.wm_opt, s.replay.wm_count), zeros(wm_names)), state)
-        state = state.replace(wm_params=params, wm_opt=opt, replay=state.replay.replace(wm_count=wm_count))
+        (variables, opt, wm_count), wm_terms = jax.lax.cond(
+            wm_ready, world_model, lambda s: ((s.wm_variables, s.wm_opt, s.replay.wm_count), zeros(wm_names)), state)
+        state = state.replace(wm_variables=variables, wm_opt=opt, replay=state.replay.replace(wm_count=wm_count))
         (ac, img_count), ac_terms = jax.lax.cond(
             ac_ready, behaviour, lambda s: ((s.behaviour, s.replay.img_count), zeros(ac_names)), state)
         state = state.replace(behaviour=ac, replay=state.replay.replace(img_count=img_count))
@@ -368,7 +373,7 @@ def make_drama(config: DramaConfig) -> Algorithm:
     def env_step(state: DramaState, _):
         key, k_act, k_env = jax.random.split(state.key, 3)
         warm = state.replay.size * n >= r.wm_warmup
-        carry, h, action = act(setup, state.wm_params, state.behaviour, state.carry, state.h_prev, state.obs,
+        carry, h, action = act(setup, state.wm_variables, state.behaviour, state.carry, state.h_prev, state.obs,
                                state.first, k_act, random_action=jnp.broadcast_to(~warm, state.first.shape))
         obs, env_state, reward, terminated, truncated, info = setup.env.step(
             k_env, state.env_state, action, setup.env_params)
