@@ -44,9 +44,16 @@ def read_rows(run_dir):
         return [{k: v for k, v in row.items() if k not in VOLATILE} for row in csv.DictReader(f)]
 
 
-def test_resume_reproduces_uninterrupted_run(config_path, tmp_path):
-    full = tmp_path / "full"
+@pytest.fixture(scope="module")
+def full_run(config_path, tmp_path_factory):
+    """The run folder of the tiny config trained to the end (tests must not write into it)."""
+    full = tmp_path_factory.mktemp("runs") / "full"
     assert main(["train", str(config_path), f"out_dir={full}"]) == 0
+    return full
+
+
+def test_resume_reproduces_uninterrupted_run(config_path, full_run, tmp_path):
+    full = full_run
     rows = read_rows(full)
     assert len(rows) == 4 * 2 and (full / "learning_curve.png").is_file() and (full / "metrics.json").is_file()
 
@@ -81,14 +88,20 @@ def test_bad_config_is_a_clear_error(config_path, tmp_path, capfd, override, mes
     assert message in capfd.readouterr().err
 
 
-def test_existing_run_is_not_overwritten(config_path, tmp_path, capfd):
-    args = ["train", str(config_path), f"out_dir={tmp_path}", "total_timesteps=128"]
-    assert main(args) == 0
+def run_files(run_dir) -> list:
+    """(path, mtime) of every file of a run folder but its lock."""
+    return sorted((p.relative_to(run_dir), p.stat().st_mtime_ns) for p in run_dir.rglob("*") if p.name != ".ssmrl.lock")
+
+
+def test_existing_run_is_not_overwritten(config_path, full_run, capfd):
+    args = ["train", str(config_path), f"out_dir={full_run}"]
+    before = run_files(full_run)
     assert main(args) == 2
     assert "pass resume=true" in capfd.readouterr().err
     assert main([*args, "resume=true", "lr=0.5"]) == 2
     err = capfd.readouterr().err
     assert "differs" in err and "ppo.lr" in err
+    assert run_files(full_run) == before
 
 
 def test_nan_stops_training_and_keeps_the_last_good_checkpoint(tmp_path):
