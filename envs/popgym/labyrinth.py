@@ -36,6 +36,63 @@ def _pick(uniforms: jax.Array, mask: jax.Array) -> jax.Array:
     return jnp.argmax(jnp.where(mask, uniforms, -1.0))
 
 
+def _open(grid: jax.Array, *cells: jax.Array) -> jax.Array:
+    """`grid` with the (row, col) `[2]` `cells` set to FREE (by a mask, as `_carve_step` avoids traced indices)."""
+    rows, cols = jnp.arange(grid.shape[0])[:, None], jnp.arange(grid.shape[1])
+    hit = jnp.zeros(grid.shape, bool)
+    for cell in cells:
+        hit = hit | ((rows == cell[0]) & (cols == cell[1]))
+    return jnp.where(hit, FREE, grid)
+
+
+def _first_room(key: jax.Array, h: int, w: int) -> tuple[jax.Array, jax.Array]:
+    """Start of the hunt-and-kill carving drawn by `key`: the `[2h+1, 2w+1]` grid with one uniformly random room
+    open, and that room's block index (row-major over the `[h, w]` blocks)."""
+    first = _pick(jax.random.uniform(jax.random.fold_in(key, 0), (h * w,)), jnp.ones(h * w, bool))
+    grid = jnp.full((2 * h + 1, 2 * w + 1), OBSTACLE, jnp.int32)
+    return _open(grid, 2 * jnp.stack([first // w, first % w]) + 1), first.astype(jnp.int32)
+
+
+def _carve_step(key: jax.Array, index: jax.Array, grid: jax.Array, head: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """Hunt-and-kill iteration `index` (1 .. h*w - 1) of the maze drawn by `key`: open one more room and its passage.
+
+    The walk carves on from `head` (the room opened last) into a uniformly random unvisited neighbour; when
+    `head` has none, it restarts from a uniformly random visited room that has one (the hunt). Each iteration
+    draws from its own key, `fold_in(key, index)`, so the maze does not depend on how the iterations are split
+    over calls. Returns the grid and the new room's block index (the next `head`).
+    """
+    h, w = grid.shape[0] // 2, grid.shape[1] // 2
+    n_blocks = h * w
+    uniforms = jax.random.uniform(jax.random.fold_in(key, index), (n_blocks + 4,))
+    blocks = jnp.arange(n_blocks)
+    visited = grid[1::2, 1::2] == FREE
+    open_dirs = (_unvisited_neighbours(visited) & visited[..., None]).reshape(n_blocks, 4)
+    can_grow = open_dirs.any(-1)
+    # masked reductions instead of gathers at traced indices: faster to compile and to run under vmap
+    walk_on = jnp.any(can_grow & (blocks == head))
+    source = jnp.where(walk_on, head, _pick(uniforms[:n_blocks], can_grow))
+    direction = _pick(uniforms[n_blocks:], jnp.any(open_dirs & (blocks == source)[:, None], 0))
+    source_rc = jnp.stack([source // w, source % w])
+    step = jnp.asarray(MOVES)[direction]
+    new_rc = source_rc + step
+    grid = _open(grid, 2 * new_rc + 1, 2 * source_rc + 1 + step)
+    return grid, (new_rc[0] * w + new_rc[1]).astype(jnp.int32)
+
+
+def _entrances(key: jax.Array, h: int, w: int) -> tuple[jax.Array, jax.Array]:
+    """Start and end `[2]` int32 (row, col): random odd cells of two opposite outer walls (random sides)."""
+    key_side, key_offsets = jax.random.split(key)
+    side = jax.random.randint(key_side, (), 0, 4)  # start on the north, south, west or east wall
+    along_rows = side >= 2
+    start_off, end_off = 2 * jax.random.randint(key_offsets, (2,), 0, jnp.where(along_rows, h, w)) + 1
+    far_wall = jnp.where(along_rows, 2 * w, 2 * h)
+    start_wall = jnp.where(side % 2 == 0, 0, far_wall)
+    end_wall = far_wall - start_wall
+    start = jnp.where(along_rows, jnp.stack([start_off, start_wall]), jnp.stack([start_wall, start_off]))
+    end = jnp.where(along_rows, jnp.stack([end_off, end_wall]), jnp.stack([end_wall, end_off]))
+    return start.astype(jnp.int32), end.astype(jnp.int32)
+
+
 @partial(jax.jit, static_argnames=("maze_dims",))
 def generate_maze(key: jax.Array, maze_dims: tuple[int, int]) -> tuple[jax.Array, jax.Array, jax.Array]:
     """Random perfect maze with two outer entrances, as ``mazelib``'s ``HuntAndKill`` + outer entrances.
@@ -46,6 +103,7 @@ def generate_maze(key: jax.Array, maze_dims: tuple[int, int]) -> tuple[jax.Array
     loop has the fixed length ``h * w - 1`` and always ends with every block connected (mazelib's bounded
     number of draws leaves a block uncarved with tiny probability; this version never does).
     The start is a random odd cell of a random outer wall, the end one of the opposite wall.
+    The envs carve the same mazes a few iterations per step (`MazeCarving`) with the same `_carve_step`.
 
     Args:
         key: PRNG key.
@@ -56,51 +114,45 @@ def generate_maze(key: jax.Array, maze_dims: tuple[int, int]) -> tuple[jax.Array
         outer walls (still OBSTACLE in `grid`; the envs open them).
     """
     h, w = maze_dims[0] // 2, maze_dims[1] // 2
-    n_blocks = h * w
-    key_carve, key_side, key_offsets = jax.random.split(key, 3)
-    uniforms = jax.random.uniform(key_carve, (n_blocks, n_blocks + 4))
-    blocks = jnp.arange(n_blocks)
-    first = _pick(uniforms[0, :n_blocks], blocks >= 0)
+    key_carve, key_ends = jax.random.split(key)
+    carry = _first_room(key_carve, h, w)
+    grid, _ = jax.lax.fori_loop(1, h * w, lambda index, carry: _carve_step(key_carve, index, *carry), carry)
+    return (grid, *_entrances(key_ends, h, w))
 
-    def carve(carry, step_uniforms):
-        visited, current = carry
-        open_dirs = _unvisited_neighbours(visited.reshape(h, w)).reshape(n_blocks, 4) & visited[:, None]
-        can_grow = open_dirs.any(-1)
-        # masked reductions instead of gathers at traced indices: faster to compile and to run under vmap
-        walk_on = jnp.any(can_grow & (blocks == current))
-        source = jnp.where(walk_on, current, _pick(step_uniforms[:n_blocks], can_grow))
-        direction = _pick(step_uniforms[n_blocks:], jnp.any(open_dirs & (blocks == source)[:, None], 0))
-        source_rc = jnp.stack([source // w, source % w])
-        step = jnp.asarray(MOVES)[direction]
-        new_rc = source_rc + step
-        new = new_rc[0] * w + new_rc[1]
-        return (visited | (blocks == new), new), (2 * new_rc + 1, 2 * source_rc + 1 + step)
 
-    _, (rooms, passages) = jax.lax.scan(carve, (blocks == first, first), uniforms[1:])
-    first_room = 2 * jnp.stack([first // w, first % w]) + 1
-    free = jnp.concatenate([first_room[None], rooms, passages])
-    grid = jnp.full((2 * h + 1, 2 * w + 1), OBSTACLE, jnp.int32).at[free[:, 0], free[:, 1]].set(FREE)
+def _maze_keys(seed: jax.Array) -> jax.Array:
+    """The carving and entrance keys `[2]` of the maze drawn by key data `seed`, split as in `generate_maze`."""
+    return jax.random.split(jax.random.wrap_key_data(seed))
 
-    side = jax.random.randint(key_side, (), 0, 4)  # start on the north, south, west or east wall
-    along_rows = side >= 2
-    start_off, end_off = 2 * jax.random.randint(key_offsets, (2,), 0, jnp.where(along_rows, h, w)) + 1
-    far_wall = jnp.where(along_rows, 2 * w, 2 * h)
-    start_wall = jnp.where(side % 2 == 0, 0, far_wall)
-    end_wall = far_wall - start_wall
-    start = jnp.where(along_rows, jnp.stack([start_off, start_wall]), jnp.stack([start_wall, start_off]))
-    end = jnp.where(along_rows, jnp.stack([end_off, end_wall]), jnp.stack([end_wall, end_off]))
-    return grid, start.astype(jnp.int32), end.astype(jnp.int32)
+
+@chex.dataclass(frozen=True)
+class MazeCarving:
+    """A maze being carved: the next episode's, a few hunt-and-kill iterations per step (see `_Labyrinth`).
+
+    seed `[S]` uint32: key data of the key that draws it; once complete it is exactly
+    `generate_maze(jax.random.wrap_key_data(seed), maze_dims)` (raw data rather than a typed key, so that
+    states can be checkpointed). grid `[H, W]` int32: FREE / OBSTACLE, the rooms and passages carved so far.
+    head int32: block index of the room carved last, where the walk goes on. carved int32: rooms carved so
+    far, `1 .. h * w` (complete at `h * w`).
+    """
+
+    seed: jax.Array
+    grid: jax.Array
+    head: jax.Array
+    carved: jax.Array
 
 
 @chex.dataclass(frozen=True)
 class LabyrinthState:
-    """grid `[H, W]` int32 cell codes, explored `[H, W]` bool, position `[2]` (row, col), scalars."""
+    """grid `[H, W]` int32 cell codes, explored `[H, W]` bool, position `[2]` (row, col), scalars, and the
+    next episode's maze being carved (`MazeCarving`)."""
 
     grid: jax.Array
     explored: jax.Array
     position: jax.Array
     last_action: jax.Array
     time: jax.Array
+    next_maze: MazeCarving
 
 
 @chex.dataclass(frozen=True)
@@ -109,7 +161,18 @@ class LabyrinthParams:
 
 
 class _Labyrinth(environment.Environment):
-    """Shared maze mechanics of POPGym's ``MazeEnv``; subclasses set the goal cell and the reward."""
+    """Shared maze mechanics of POPGym's ``MazeEnv``; subclasses set the goal cell, the reward and the shortest
+    episode that can end by termination.
+
+    Auto-reset: gymnax's `step` calls `reset_env` on every step and keeps its result only where the episode
+    ended, which here would generate a whole maze (`h * w - 1` carve iterations) per step. Instead the state
+    carries the next episode's maze (`LabyrinthState.next_maze`), carved `carves_per_step` iterations per step;
+    on termination or truncation the next episode starts on it and the following maze is begun, so a rollout
+    pays for one maze per episode. `carves_per_step` is the smallest count that completes the maze before the
+    episode can end by termination (``ceil((h * w - 1) / shortest episode)``); an episode that ends sooner (only
+    by truncation at a tiny ``episode_length``) has the rest carved on its last step. Mazes, observations,
+    rewards, ends and `info` are as with gymnax's `step`; `reset_env(key)` depends on `key` only.
+    """
 
     obs_requires_prev_action = True  # POPGym's flag; as in POPGym the observation already ends with it
     mark_goal: bool
@@ -120,13 +183,40 @@ class _Labyrinth(environment.Environment):
             raise ValueError(f"maze_dims must be two even integers >= 2, got {maze_dims!r}")
         self.maze_dims = (int(maze_dims[0]), int(maze_dims[1]))
         self._default_params = LabyrinthParams(max_steps_in_episode=check_int("episode_length", episode_length, 2))
+        self._blocks = h, w = self.maze_dims[0] // 2, self.maze_dims[1] // 2
+        self.carves_per_step = -(-(h * w - 1) // self._shortest_episode(h, w))
+        self._seed_shape = jax.eval_shape(lambda: jax.random.key_data(jax.random.key(0))).shape
+
+    @staticmethod
+    def _shortest_episode(h: int, w: int) -> int:
+        """A lower bound on the steps of an episode that ends by termination, in a maze of `h x w` blocks."""
+        raise NotImplementedError
 
     @property
     def default_params(self) -> LabyrinthParams:
         return self._default_params
 
-    def reset_env(self, key: jax.Array, params: LabyrinthParams) -> tuple[jax.Array, LabyrinthState]:
-        grid, start, end = generate_maze(key, self.maze_dims)
+    def _begin_carving(self, key: jax.Array) -> MazeCarving:
+        """A new `MazeCarving` drawn by `key`, with its first room open."""
+        seed = jax.random.bits(key, self._seed_shape, jnp.uint32)
+        grid, head = _first_room(_maze_keys(seed)[0], *self._blocks)
+        return MazeCarving(seed=seed, grid=grid, head=head, carved=jnp.int32(1))
+
+    def _carve(self, maze: MazeCarving, target: jax.Array) -> MazeCarving:
+        """`maze` carved on until `target` rooms are open (a no-op where already there)."""
+        key_carve = _maze_keys(maze.seed)[0]
+
+        def body(maze):
+            grid, head = _carve_step(key_carve, maze.carved, maze.grid, maze.head)
+            return maze.replace(grid=grid, head=head, carved=maze.carved + 1)
+
+        return jax.lax.while_loop(lambda maze: maze.carved < target, body, maze)
+
+    def _new_episode(
+        self, grid: jax.Array, start: jax.Array, end: jax.Array, key_next: jax.Array, params: LabyrinthParams
+    ) -> tuple[jax.Array, LabyrinthState]:
+        """First observation and state of an episode on the maze (`grid`, `start`, `end`), with the next maze
+        begun from `key_next`."""
         grid = grid.at[start[0], start[1]].set(START)
         if self.mark_goal:
             grid = grid.at[end[0], end[1]].set(GOAL)
@@ -136,8 +226,34 @@ class _Labyrinth(environment.Environment):
             position=start,
             last_action=jnp.int32(NO_ACTION),
             time=jnp.int32(0),
+            next_maze=self._begin_carving(key_next),
         )
         return self.get_obs(state, params), state
+
+    def reset_env(self, key: jax.Array, params: LabyrinthParams) -> tuple[jax.Array, LabyrinthState]:
+        key_maze, key_next = jax.random.split(key)
+        return self._new_episode(*generate_maze(key_maze, self.maze_dims), key_next, params)
+
+    @partial(jax.jit, static_argnames=("self",))
+    def step(
+        self, key: jax.Array, state: LabyrinthState, action: jax.Array, params: LabyrinthParams | None = None
+    ) -> tuple[jax.Array, LabyrinthState, jax.Array, jax.Array, jax.Array, dict]:
+        """gymnax's `step` (same outputs and `info`), auto-resetting onto the pre-carved `state.next_maze`."""
+        params = self.default_params if params is None else params
+        key_step, key_reset = jax.random.split(key)
+        obs_st, state_st, reward, terminated, info = self.step_env(key_step, state, action, params)
+        truncated = self.is_truncated(state_st, params)
+        done = jnp.logical_or(terminated, truncated)
+        n_blocks = self._blocks[0] * self._blocks[1]
+        # carves_per_step more rooms; all those left if the episode ended (none, unless truncated very early)
+        target = jnp.where(done, n_blocks, jnp.minimum(state.next_maze.carved + self.carves_per_step, n_blocks))
+        maze = self._carve(state.next_maze, target)
+        entrances = _entrances(_maze_keys(maze.seed)[1], *self._blocks)
+        obs_re, state_re = self._new_episode(maze.grid, *entrances, key_reset, params)
+        state = jax.tree.map(lambda x, y: jax.lax.select(done, x, y), state_re, state_st.replace(next_maze=maze))
+        obs = jax.lax.select(done, obs_re, obs_st)
+        info = {**info, "terminated": terminated, "truncated": truncated, "final_observation": obs_st}
+        return obs, state, reward, terminated, truncated, info
 
     def step_env(
         self, key: jax.Array, state: LabyrinthState, action: jax.Array, params: LabyrinthParams
@@ -187,6 +303,7 @@ class _Labyrinth(environment.Environment):
 
     def state_space(self, params: LabyrinthParams | None = None) -> spaces.Dict:
         shape = (self.maze_dims[0] + 1, self.maze_dims[1] + 1)
+        n_blocks = self._blocks[0] * self._blocks[1]
         return spaces.Dict(
             {
                 "grid": spaces.Box(FREE, GOAL, shape, jnp.int32),
@@ -194,6 +311,14 @@ class _Labyrinth(environment.Environment):
                 "position": spaces.Box(0, max(shape) - 1, (2,), jnp.int32),
                 "last_action": spaces.Discrete(len(MOVES) + 1),
                 "time": spaces.Discrete(self._default_params.max_steps_in_episode),
+                "next_maze": spaces.Dict(
+                    {
+                        "seed": spaces.Box(0, np.uint32(2**32 - 1), self._seed_shape, jnp.uint32),
+                        "grid": spaces.Box(FREE, OBSTACLE, shape, jnp.int32),
+                        "head": spaces.Discrete(n_blocks),
+                        "carved": spaces.Box(1, n_blocks, (), jnp.int32),
+                    }
+                ),
             }
         )
 
@@ -223,6 +348,11 @@ class LabyrinthEscape(_Labyrinth):
 
     mark_goal = True
 
+    @staticmethod
+    def _shortest_episode(h, w):
+        # The goal is on the outer wall opposite the start, 2h rows or 2w columns away; a step moves one cell.
+        return 2 * min(h, w)
+
     def _reward(self, state, new_state, params):
         at_goal = new_state.grid[new_state.position[0], new_state.position[1]] == GOAL
         return at_goal - 1.0 / params.max_steps_in_episode, at_goal
@@ -247,6 +377,12 @@ class LabyrinthExplore(_Labyrinth):
     """
 
     mark_goal = False
+
+    @staticmethod
+    def _shortest_episode(h, w):
+        # All 2hw open cells (hw rooms, hw - 1 passages, the start) must be visited; the start is visited at
+        # reset and a step visits at most one new cell.
+        return 2 * h * w - 1
 
     def _reward(self, state, new_state, params):
         y, x = new_state.position

@@ -136,7 +136,7 @@ STATED = {
 Rollout = collections.namedtuple("Rollout", "obs0 state0 returns alive_at_end obs reward terminated truncated time")
 
 
-# long rollouts (Labyrinth Medium/Hard: a maze generated at every reset) run far longer than they compile
+# long rollouts (64 envs x up to 1024 steps): compiled with full optimisation
 @functools.partial(jax.jit, static_argnames=("env", "prepare", "act", "n_steps"), compiler_options=FULL_OPTIMIZATION)
 def first_episodes(env, params, prepare, act, n_steps, keys, use_oracle):
     """Roll each lane `[B]` for `n_steps` `T`, summing the rewards of its first episode only.
@@ -373,16 +373,14 @@ def test_pendulum_step_matches_gymnasium(seed):
 # ---- labyrinths: mechanics on a hand-made maze, generated mazes, likeness to mazelib's hunt-and-kill
 
 
-def _corridor_state(explore):
+def _corridor_state(env, explore):
     """A 3x5 grid: start (1, 0), free (1, 1..3), goal (1, 4) (a wall for Explore), walls elsewhere."""
     grid = np.full((3, 5), OBSTACLE, np.int32)
     grid[1, :] = [START, FREE, FREE, FREE, OBSTACLE if explore else GOAL]
-    return labyrinth.LabyrinthState(
+    return env.reset(jax.random.key(1))[1].replace(
         grid=jnp.asarray(grid),
         explored=jnp.zeros((3, 5), bool).at[1, 0].set(True),
         position=jnp.array([1, 0], jnp.int32),
-        last_action=jnp.int32(NO_ACTION),
-        time=jnp.int32(0),
     )
 
 
@@ -395,7 +393,7 @@ def _decode(obs):
 def test_labyrinth_moves_view_and_rewards_on_a_corridor(explore):
     env = (labyrinth.LabyrinthExplore if explore else labyrinth.LabyrinthEscape)(maze_dims=(2, 4))
     params, key = env.default_params, jax.random.key(0)
-    state = _corridor_state(explore)
+    state = _corridor_state(env, explore)
     view, previous = _decode(env.get_obs(state))
     np.testing.assert_array_equal(view, [[1, 1, 1], [1, START, FREE], [1, 1, 1]])  # centred, off-grid = wall
     assert previous == NO_ACTION
@@ -472,6 +470,98 @@ def test_generated_rectangular_mazes_are_connected_perfect_mazes(seed):
         opened = grid.copy()
         opened[tuple(start)] = opened[tuple(end)] = FREE
         assert_perfect_maze(opened, start, end)
+
+
+# ---- labyrinth auto-reset onto the next maze, carved `carves_per_step` hunt-and-kill iterations per step
+
+
+@functools.partial(jax.jit, static_argnames=("env", "n_steps"))
+def _many_episodes(env, params, keys, use_oracle, n_steps):
+    """Rollouts `[B]` over many episodes through `env.step`, each lane with its env's scripted policy (prepared
+    anew at each episode start) or uniformly random actions: states `[B, T + 1, ...]` (after the reset, then
+    after each step) and each step's terminated, truncated `[B, T]`."""
+    prepare, act = ORACLES[type(env).__name__]
+
+    def one(key, oracle_on):
+        key_reset, key_run = jax.random.split(key)
+        state0 = env.reset(key_reset, params)[1]
+
+        def step(carry, key):
+            state, aux = carry
+            aux = jax.tree.map(lambda new, old: jnp.where(state.time == 0, new, old), prepare(state), aux)
+            key_act, key_step = jax.random.split(key)
+            action = jnp.where(oracle_on, act(state, aux), env.action_space(params).sample(key_act))
+            _, state, _, terminated, truncated, _ = env.step(key_step, state, action, params)
+            return (state, aux), (state, terminated, truncated)
+
+        keys = jax.random.split(key_run, n_steps)
+        _, (states, terminated, truncated) = jax.lax.scan(step, (state0, prepare(state0)), keys)
+        states = jax.tree.map(lambda first, rest: jnp.concatenate([first[None], rest]), state0, states)
+        return states, terminated, truncated
+
+    return jax.vmap(one)(keys, use_oracle)
+
+
+def many_episodes(env, episode_length, seed, num_envs, n_steps):
+    """`_many_episodes` as numpy, with the first half of the lanes scripted (so episodes also end by termination,
+    as soon as the maze allows) and `max_steps_in_episode=episode_length`."""
+    params = env.default_params.replace(max_steps_in_episode=episode_length)
+    keys = jax.random.split(jax.random.key(seed), num_envs)
+    return jax.tree.map(np.asarray, _many_episodes(env, params, keys, jnp.arange(num_envs) < num_envs // 2, n_steps))
+
+
+CARVING = {  # (env, maze_dims) -> carves_per_step: ceil((rooms - 1) / the shortest episode that can terminate)
+    (labyrinth.LabyrinthExplore, (4, 6)): 1,  # 6 rooms, >= 11 steps to see all 12 open cells
+    (labyrinth.LabyrinthEscape, (6, 8)): 2,  # 12 rooms, >= 6 steps between opposite walls
+    (labyrinth.LabyrinthEscape, (2, 16)): 4,  # 8 rooms, >= 2 steps between the north and south walls
+}
+CARVING_ENVS = {case: case[0](maze_dims=case[1]) for case in CARVING}  # one instance each: one compile
+
+
+@pytest.mark.parametrize("case", list(CARVING), ids=lambda case: f"{case[0].__name__}-{case[1]}")
+@given(seed=st.integers(0, 2**31 - 1), episode_length=st.sampled_from([2, 3, 5, 8, 1024]))
+@settings(max_examples=4, deadline=None)
+def test_auto_reset_mazes_are_generate_maze_of_the_carried_seed(case, seed, episode_length):
+    """Every auto-reset starts on exactly `generate_maze` of the seed that the state carried, however its carving
+    was split over steps (1, 2 or 4 iterations a step; episodes truncated before it was complete included); the
+    carving advances `carves_per_step` a step and is complete before any episode terminates (the bound)."""
+    env, k = CARVING_ENVS[case], CARVING[case]
+    assert env.carves_per_step == k
+    states, terminated, truncated = many_episodes(env, episode_length, seed, num_envs=8, n_steps=48)
+    carving, done = states.next_maze, terminated | truncated
+    n_blocks = (env.maze_dims[0] // 2) * (env.maze_dims[1] // 2)
+    # the one-shot maze of the seed carried into each step
+    seeds = jax.random.wrap_key_data(jnp.asarray(carving.seed[:, :-1].reshape(-1, carving.seed.shape[-1])))
+    one_shot = _generate_batch(seeds, env.maze_dims)
+    grids, starts, ends = (np.asarray(x).reshape(*done.shape, *x.shape[1:]) for x in one_shot)
+    for i, j in zip(*np.nonzero(done), strict=True):
+        expected = grids[i, j].copy()
+        expected[tuple(starts[i, j])] = START
+        if isinstance(env, labyrinth.LabyrinthEscape):
+            expected[tuple(ends[i, j])] = GOAL
+        np.testing.assert_array_equal(states.grid[i, j + 1], expected)
+        np.testing.assert_array_equal(states.position[i, j + 1], starts[i, j])
+        assert states.time[i, j + 1] == 0 and states.explored[i, j + 1].sum() == 1
+    assert np.all((carving.grid[:, :-1] == FREE) <= (grids == FREE))  # carving so far: part of that maze
+    assert np.all(carving.carved[:, 1:][done] == 1)  # the following maze is begun
+    advanced = np.minimum(carving.carved[:, :-1] + k, n_blocks)
+    np.testing.assert_array_equal(carving.carved[:, 1:][~done], advanced[~done])
+    assert np.all(carving.carved[:, :-1][terminated] + k >= n_blocks)  # no termination before the maze is done
+
+
+@pytest.mark.parametrize("cls", [labyrinth.LabyrinthEscape, labyrinth.LabyrinthExplore])
+def test_early_truncation_auto_resets_to_a_complete_perfect_maze(cls):
+    """Episodes of 2 or 3 steps at Hard size (80 carve iterations, 5 or 1 a step) still restart on a complete maze."""
+    env = cls(maze_dims=(18, 18))
+    for episode_length in (2, 3):
+        states, terminated, truncated = many_episodes(env, episode_length, episode_length, num_envs=4, n_steps=7)
+        done = terminated | truncated
+        assert done.sum(1).min() >= 2
+        for i, j in zip(*np.nonzero(done), strict=True):
+            grid, start = states.grid[i, j + 1], states.position[i, j + 1]
+            goals = np.argwhere(grid == GOAL)
+            assert grid[tuple(start)] == START and len(goals) == (cls is labyrinth.LabyrinthEscape)
+            assert_perfect_maze(grid, start, goals[0] if len(goals) else None)
 
 
 def mazelib_hunt_and_kill(rng, h, w):
