@@ -150,15 +150,16 @@ def test_mlp_solves_cartpole():
 def test_s5_learns_repeat_previous():
     """RepeatPrevious-Easy asks for the suit of 4 steps ago: without memory the best policy scores chance, -0.5 (a
     quarter right, +1/T each, three quarters wrong, -1/T each, whatever it sees now), so the memoryless bound is
-    analytic and needs no MLP run. PPO-S5 at 200k steps, 2 seeds: the mean of the last 10 updates is > 0.3 on
-    average over seeds (optimum 1.0). Observed (2026-12-08): AMD EPYC (CI kind), jax 0.10.2: 0.365 and 0.977 (mean
-    0.671); at 250k steps (2026-12-07) 0.763 and 0.994 on AMD EPYC, 0.792 and 0.998 on Intel Xeon (GPU host, cpu),
-    jax 0.11.2."""
+    analytic and needs no MLP run. PPO-S5 (width 32, 2 layers) at 250k steps, 4 seeds: the mean of the last 10
+    updates is > 0.3 on average over seeds (optimum 1.0). Four small seeds rather than two wide ones: a seed can
+    stay near 0 for long, and the mean of four keeps its margin when one does. Observed (2026-12-08), AMD EPYC (CI
+    kind), jax 0.10.2: 0.710, 0.658, 0.429 and 0.004 (mean 0.451). Width 64 with 2 seeds took twice as long: 0.763
+    and 0.994 at 250k steps, 0.365 and 0.977 at 200k."""
     config = PPOConfig(
         env=EnvConfig(name="RepeatPrevious-Easy", num_envs=16), core="s5",
-        core_kwargs={"d_model": 64, "state_size": 32, "n_layers": 2}, hidden=64, num_steps=128, update_epochs=4,
-        num_minibatches=4, lr=1e-3, gae_lambda=0.95, total_timesteps=200_000,
+        core_kwargs={"d_model": 32, "state_size": 32, "n_layers": 2}, hidden=64, num_steps=128, update_epochs=4,
+        num_minibatches=4, lr=1e-3, gae_lambda=0.95, total_timesteps=250_000,
     )
-    returns = learn(config, seeds=2)
+    returns = learn(config, seeds=4)
     print("RepeatPrevious-S5 mean of the last 10 updates per seed:", returns)
     assert returns.mean() > 0.3, returns
