@@ -332,12 +332,12 @@ class DramaWorldModel(nn.Module):
         return carry, out
 
     def imagine_step(self, carry, z, action, key):
-        """Step mode: z `[B, K*C]`, action int `[B]` -> (carry, dict of h `[B, D]`, the next latent z `[B, K*C]`
-        sampled from the prior, reward logits `[B, bins]`, terminal logit `[B]`)."""
+        """Step mode: z `[B, K*C]`, action int `[B]` -> (carry, dict of h `[B, D]` and the next latent z
+        `[B, K*C]` sampled from the prior). The reward and termination heads read h only, so a rollout applies
+        `heads` to all its steps' h at once, after the loop (fewer, larger matmuls)."""
         carry, h = self.sequence(carry, z[None], action[None], jnp.zeros((1, *action.shape), bool))
         h = h[0]
-        reward, terminal = self.heads(h)
-        return carry, dict(h=h, z=self.sample_prior(h, key), reward=reward, terminal=terminal)
+        return carry, dict(h=h, z=self.sample_prior(h, key))
 
 
 @dataclasses.dataclass(frozen=True)

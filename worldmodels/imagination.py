@@ -53,11 +53,11 @@ def imagine(model: DramaWorldModel, params, policy: Callable | None, carry, z0, 
         feat = jnp.concatenate([z, h], -1)
         action = given if policy is None else policy(feat, k_act)
         carry, out = model.apply(params, carry, z, action, k_z, method=DramaWorldModel.imagine_step)
-        record = dict(feat=feat, z=z, action=action, reward=twohot_mean(out["reward"], bins),
-                      cont=(out["terminal"] <= 0).astype(jnp.float32))
-        return (carry, out["z"], out["h"]), record
+        return (carry, out["z"], out["h"]), dict(feat=feat, z=z, action=action, h=out["h"])
 
     (_, z_last, h_last), traj = jax.lax.scan(step, (carry, z0, h0), (jax.random.split(key, horizon), actions))
+    reward, terminal = model.apply(params, traj.pop("h"), method=DramaWorldModel.heads)  # all H steps at once
+    traj.update(reward=twohot_mean(reward, bins), cont=(terminal <= 0).astype(jnp.float32))
     last = dict(feat=jnp.concatenate([z_last, h_last], -1), z=z_last)
     traj = {**traj, **{k: jnp.concatenate([traj[k], v[None]]) for k, v in last.items()}}
     return jax.lax.stop_gradient(traj)
