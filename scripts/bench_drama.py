@@ -71,8 +71,6 @@ def filled(setup, state, fill: int, key):
     return state.replace(replay=replay)
 
 
-
-
 def stage_functions(setup, config: DramaConfig):
     """name -> (state, key) -> outputs, for one seed (vmapped by the caller)."""
 

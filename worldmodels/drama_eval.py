@@ -58,14 +58,14 @@ def rollout(setup: Setup, config: DramaConfig, state: DramaState, key, num_envs:
 def imagination_vs_real(setup: Setup, config: DramaConfig, state: DramaState, key):
     """Observe C real steps, imagine H more from the real actions: dict of real `[C + H, N, *obs_shape]`, model
     (posterior reconstructions for the first C steps, imagined frames after) and mse `[H]` (mean over N)."""
-    e, model, params = config.eval, setup.model, state.wm_variables
+    e, model, variables = config.eval, setup.model, state.wm_variables
     k_roll, k_obs, k_prior, k_img = jax.random.split(key, 4)
     data = rollout(setup, config, state, k_roll, e.episodes, e.context + e.horizon)
     c = e.context
-    carry, z, h = observe_context(model, params, data["obs"][:c], data["action"][:c], data["first"][:c], k_obs)
-    z0 = model.apply(params, h[-1], k_prior, method=DramaWorldModel.sample_prior)
-    traj = imagine(model, params, None, carry, z0, h[-1], e.horizon, k_img, actions=data["action"][c:])
-    decode = lambda latents: model.apply(params, latents, method=DramaWorldModel.decode)
+    carry, z, h = observe_context(model, variables, data["obs"][:c], data["action"][:c], data["first"][:c], k_obs)
+    z0 = model.apply(variables, h[-1], k_prior, method=DramaWorldModel.sample_prior)
+    traj = imagine(model, variables, None, carry, z0, h[-1], e.horizon, k_img, actions=data["action"][c:])
+    decode = lambda latents: model.apply(variables, latents, method=DramaWorldModel.decode)
     imagined = decode(traj["z"][:-1])
     frames = jnp.concatenate([decode(z), imagined])
     axes = tuple(range(1, imagined.ndim))

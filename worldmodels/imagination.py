@@ -18,24 +18,24 @@ from ssmrl.worldmodels.drama import DramaWorldModel
 from ssmrl.worldmodels.twohot import twohot_mean
 
 
-def observe_context(model: DramaWorldModel, params, obs, actions, firsts, key):
-    """Sequence mode over a context (obs `[C, B, *obs_shape]`, actions, firsts `[C, B]`) from a zero carry.
-    Returns (carry, z `[C, B, Z]` posterior samples, h `[C, B, D]`)."""
+def observe_context(model: DramaWorldModel, variables, obs, actions, firsts, key):
+    """Sequence mode over a context (obs `[C, B, *obs_shape]`, actions, firsts `[C, B]`) from a zero carry, with the
+    world model's flax `variables`. Returns (carry, z `[C, B, Z]` posterior samples, h `[C, B, D]`)."""
     carry = model.initial_carry(actions.shape[1:])
-    z = model.apply(params, obs, key, method=DramaWorldModel.sample_posterior)
-    carry, h = model.apply(params, carry, z, actions, firsts, method=DramaWorldModel.sequence)
+    z = model.apply(variables, obs, key, method=DramaWorldModel.sample_posterior)
+    carry, h = model.apply(variables, carry, z, actions, firsts, method=DramaWorldModel.sequence)
     return carry, z, h
 
 
-def start_state(model: DramaWorldModel, params, context: dict, key):
+def start_state(model: DramaWorldModel, variables, context: dict, key):
     """(carry, z_0 `[B, Z]`, h_C `[B, D]`): imagination's start after a context dict (obs, action, first)."""
     k_obs, k_prior = jax.random.split(key)
-    carry, _, h = observe_context(model, params, context["obs"], context["action"], context["first"], k_obs)
-    z0 = model.apply(params, h[-1], k_prior, method=DramaWorldModel.sample_prior)
+    carry, _, h = observe_context(model, variables, context["obs"], context["action"], context["first"], k_obs)
+    z0 = model.apply(variables, h[-1], k_prior, method=DramaWorldModel.sample_prior)
     return carry, z0, h[-1]
 
 
-def imagine(model: DramaWorldModel, params, policy: Callable | None, carry, z0, h0, horizon: int, key, actions=None):
+def imagine(model: DramaWorldModel, variables, policy: Callable | None, carry, z0, h0, horizon: int, key, actions=None):
     """Roll `horizon` steps from (carry, z_0, h_0) with `policy(feat [B, F], key) -> action [B]`, or open loop
     with given `actions` int `[H, B]` (policy None).
 
@@ -52,11 +52,11 @@ def imagine(model: DramaWorldModel, params, policy: Callable | None, carry, z0, 
         k_act, k_z = jax.random.split(k)
         feat = jnp.concatenate([z, h], -1)
         action = given if policy is None else policy(feat, k_act)
-        carry, out = model.apply(params, carry, z, action, k_z, method=DramaWorldModel.imagine_step)
+        carry, out = model.apply(variables, carry, z, action, k_z, method=DramaWorldModel.imagine_step)
         return (carry, out["z"], out["h"]), dict(feat=feat, z=z, action=action, h=out["h"])
 
     (_, z_last, h_last), traj = jax.lax.scan(step, (carry, z0, h0), (jax.random.split(key, horizon), actions))
-    reward, terminal = model.apply(params, traj.pop("h"), method=DramaWorldModel.heads)  # all H steps at once
+    reward, terminal = model.apply(variables, traj.pop("h"), method=DramaWorldModel.heads)  # all H steps at once
     traj.update(reward=twohot_mean(reward, bins), cont=(terminal <= 0).astype(jnp.float32))
     last = dict(feat=jnp.concatenate([z_last, h_last], -1), z=z_last)
     traj = {**traj, **{k: jnp.concatenate([traj[k], v[None]]) for k, v in last.items()}}
